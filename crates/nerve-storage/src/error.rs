@@ -1,0 +1,89 @@
+use std::path::PathBuf;
+
+use nerve_wire::WireError;
+
+use crate::TopicPartition;
+
+/// Everything the storage layer can refuse or fail with. The broker maps each variant to one Kafka error code
+/// at its edge (see `nerve-broker`), so variants are split by what a client should be told, not by where in
+/// the engine they arose.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unknown topic or partition {0}")]
+    UnknownTopicOrPartition(TopicPartition),
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("partition {0} already exists")]
+    PartitionAlreadyExists(TopicPartition),
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic { name: String, reason: String },
+    #[error("invalid value {value:?} for config {name}: {reason}")]
+    InvalidConfig {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid record batch: {0}")]
+    CorruptBatch(#[from] WireError),
+    #[error("batch {batch_index}, record {record_index}: {reason}")]
+    InvalidRecord {
+        batch_index: usize,
+        record_index: usize,
+        reason: String,
+    },
+    #[error("batch of {size} bytes is larger than max.message.bytes ({max})")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}] for {tp}")]
+    OffsetOutOfRange {
+        tp: TopicPartition,
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id}: sequence {received} out of order, expected {expected}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        received: i32,
+    },
+    #[error("disk full while writing {path}")]
+    DiskFull { path: PathBuf },
+    #[error("{tp} is corrupt: {file} at byte {position}: {reason}")]
+    Corruption {
+        tp: TopicPartition,
+        file: PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error("{tp} is offline after an earlier I/O failure: {reason}")]
+    PartitionOffline { tp: TopicPartition, reason: String },
+    #[error("the store is closed")]
+    Closed,
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// Wraps an I/O error with the file it concerns, turning ENOSPC into [`StorageError::DiskFull`] so that
+    /// callers can tell a full disk (retryable once space is freed) from a failing one.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+            StorageError::DiskFull { path }
+        } else {
+            StorageError::Io { path, source }
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

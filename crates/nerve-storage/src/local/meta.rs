@@ -1,0 +1,134 @@
+//! The local metadata store: one JSON document in `meta/cluster.json`, replaced atomically on every change.
+//! Metadata changes are rare (topic admin, producer id blocks), so rewriting the whole document is cheaper
+//! to reason about than a log of its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::fsutil;
+use crate::error::{Result, StorageError};
+use crate::{validate_topic_name, MetaStore, TopicConfig, TopicMeta};
+
+const FILE: &str = "cluster.json";
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Document {
+    topics: BTreeMap<String, TopicMeta>,
+    /// The first producer id not handed out yet.
+    next_producer_id: i64,
+}
+
+/// [`MetaStore`] on local files.
+pub struct LocalMetaStore {
+    path: PathBuf,
+    doc: Mutex<Document>,
+}
+
+impl LocalMetaStore {
+    /// Opens (or creates) the metadata under `data_dir/meta/`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("meta");
+        std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let path = dir.join(FILE);
+        let doc = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Document::default(),
+            Err(e) => return Err(StorageError::io(&path, e)),
+        };
+        Ok(LocalMetaStore {
+            path,
+            doc: Mutex::new(doc),
+        })
+    }
+
+    /// Applies `change` to a copy of the document, persists the copy, and only then makes it current, so a
+    /// failed write leaves memory and disk agreeing.
+    fn update<T>(&self, change: impl FnOnce(&mut Document) -> Result<T>) -> Result<T> {
+        let mut doc = self.doc.lock();
+        let mut next = doc.clone();
+        let out = change(&mut next)?;
+        let bytes = serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        fsutil::write_atomic(&self.path, &bytes)?;
+        *doc = next;
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl MetaStore for LocalMetaStore {
+    async fn create_topic(&self, topic: TopicMeta) -> Result<()> {
+        validate_topic_name(&topic.name)?;
+        TopicConfig::validate(&topic.configs)?;
+        self.update(|doc| {
+            if doc.topics.contains_key(&topic.name) {
+                return Err(StorageError::TopicAlreadyExists(topic.name.clone()));
+            }
+            doc.topics.insert(topic.name.clone(), topic);
+            Ok(())
+        })
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<TopicMeta> {
+        self.update(|doc| {
+            doc.topics.remove(name).ok_or_else(|| {
+                StorageError::UnknownTopicOrPartition(crate::TopicPartition::new(name, -1))
+            })
+        })
+    }
+
+    fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.doc.lock().topics.get(name).cloned()
+    }
+
+    fn topics(&self) -> Vec<TopicMeta> {
+        self.doc.lock().topics.values().cloned().collect()
+    }
+
+    async fn set_topic_configs(&self, name: &str, configs: BTreeMap<String, String>) -> Result<()> {
+        TopicConfig::validate(&configs)?;
+        self.update(|doc| match doc.topics.get_mut(name) {
+            Some(topic) => {
+                topic.configs = configs;
+                Ok(())
+            }
+            None => Err(StorageError::UnknownTopicOrPartition(
+                crate::TopicPartition::new(name, -1),
+            )),
+        })
+    }
+
+    async fn set_partition_count(&self, name: &str, partitions: i32) -> Result<()> {
+        self.update(|doc| match doc.topics.get_mut(name) {
+            Some(topic) if partitions > topic.partitions => {
+                topic.partitions = partitions;
+                Ok(())
+            }
+            Some(topic) => Err(StorageError::InvalidConfig {
+                name: "partitions".to_string(),
+                value: partitions.to_string(),
+                reason: format!("the topic already has {} partitions", topic.partitions),
+            }),
+            None => Err(StorageError::UnknownTopicOrPartition(
+                crate::TopicPartition::new(name, -1),
+            )),
+        })
+    }
+
+    async fn allocate_producer_ids(&self, count: u32) -> Result<i64> {
+        self.update(|doc| {
+            let first = doc.next_producer_id;
+            doc.next_producer_id += i64::from(count.max(1));
+            Ok(first)
+        })
+    }
+}
