@@ -86,4 +86,94 @@ impl StorageError {
     }
 }
 
+impl StorageError {
+    /// A copy of this error for another waiter: when one group write fails, every append in the group gets
+    /// the same answer. (`std::io::Error` is not `Clone`, so its kind and message are carried over.)
+    pub(crate) fn replicate(&self) -> Self {
+        use StorageError::*;
+        match self {
+            UnknownTopicOrPartition(tp) => UnknownTopicOrPartition(tp.clone()),
+            TopicAlreadyExists(t) => TopicAlreadyExists(t.clone()),
+            PartitionAlreadyExists(tp) => PartitionAlreadyExists(tp.clone()),
+            InvalidTopic { name, reason } => InvalidTopic {
+                name: name.clone(),
+                reason: reason.clone(),
+            },
+            InvalidConfig {
+                name,
+                value,
+                reason,
+            } => InvalidConfig {
+                name: name.clone(),
+                value: value.clone(),
+                reason: reason.clone(),
+            },
+            CorruptBatch(e) => CorruptBatch(e.clone()),
+            InvalidRecord {
+                batch_index,
+                record_index,
+                reason,
+            } => InvalidRecord {
+                batch_index: *batch_index,
+                record_index: *record_index,
+                reason: reason.clone(),
+            },
+            MessageTooLarge { size, max } => MessageTooLarge {
+                size: *size,
+                max: *max,
+            },
+            OffsetOutOfRange {
+                tp,
+                offset,
+                log_start,
+                log_end,
+            } => OffsetOutOfRange {
+                tp: tp.clone(),
+                offset: *offset,
+                log_start: *log_start,
+                log_end: *log_end,
+            },
+            InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            } => InvalidProducerEpoch {
+                producer_id: *producer_id,
+                epoch: *epoch,
+                current: *current,
+            },
+            OutOfOrderSequence {
+                producer_id,
+                expected,
+                received,
+            } => OutOfOrderSequence {
+                producer_id: *producer_id,
+                expected: *expected,
+                received: *received,
+            },
+            DiskFull { path } => DiskFull { path: path.clone() },
+            Corruption {
+                tp,
+                file,
+                position,
+                reason,
+            } => Corruption {
+                tp: tp.clone(),
+                file: file.clone(),
+                position: *position,
+                reason: reason.clone(),
+            },
+            PartitionOffline { tp, reason } => PartitionOffline {
+                tp: tp.clone(),
+                reason: reason.clone(),
+            },
+            Closed => Closed,
+            Io { path, source } => Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+}
+
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -18,7 +18,7 @@ pub use compression::Compression;
 pub use records::{BatchBuilder, Record, RecordHeader};
 
 /// Why bytes are not a valid Kafka batch or record.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("truncated input: {needed} bytes needed, {available} available")]
     Truncated { needed: usize, available: usize },

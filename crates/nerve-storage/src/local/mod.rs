@@ -1,6 +1,7 @@
 //! The local engine: each partition a directory of segment files under `<data-dir>/topics/`, metadata in
 //! `<data-dir>/meta/`.
 
+mod append;
 mod cleaner;
 mod flusher;
 mod fsutil;
@@ -280,7 +281,12 @@ impl LogStore for LocalLogStore {
 
     async fn append(&self, tp: &TopicPartition, records: Bytes) -> Result<AppendInfo> {
         let p = self.partition(tp)?;
-        let (info, config) = p.append(&records)?;
+        let (answer, start_writer) = p.submit(records)?;
+        if start_writer {
+            let writer = p.clone();
+            tokio::task::spawn_blocking(move || writer.write_queued());
+        }
+        let (info, config) = answer.await.map_err(|_| StorageError::Closed)??;
         if !info.duplicate {
             self.inner
                 .flusher
@@ -355,11 +361,30 @@ impl LogStore for LocalLogStore {
         let inner = self.inner.clone();
         blocking(move || {
             inner.flusher.shutdown();
-            for p in partitions {
-                p.check_online()?;
-                flusher::sync_all(&p)?;
-            }
-            Ok(())
+            // Syncs of different files overlap in the kernel, so the partitions are synced side by side.
+            let workers = inner.config.flush_threads.max(1);
+            let chunk = partitions.len().div_ceil(workers).max(1);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = partitions
+                    .chunks(chunk)
+                    .map(|group| {
+                        scope.spawn(move || {
+                            group.iter().try_for_each(|p| {
+                                p.check_online()?;
+                                flusher::sync_all(p)
+                            })
+                        })
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Io {
+                            path: PathBuf::new(),
+                            source: std::io::Error::other("a sync thread panicked"),
+                        })
+                    })
+                })
+            })
         })
         .await
     }

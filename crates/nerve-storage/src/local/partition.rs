@@ -13,17 +13,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nerve_wire::batch::{self, BatchHeader};
+use nerve_wire::batch::BatchHeader;
 use nerve_wire::records;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use super::fsutil;
-use super::producer::{ProducerStates, SequenceCheck};
+use super::producer::ProducerStates;
 use super::segment::{self, file_name, Segment, LOG_SUFFIX, SNAPSHOT_SUFFIX};
 use crate::config::{FsyncPolicy, TopicConfig};
 use crate::error::{Result, StorageError};
-use crate::{AppendInfo, PartitionOffsets, ReadResult, TimestampLookup, TopicPartition};
+use crate::{PartitionOffsets, ReadResult, TimestampLookup, TopicPartition};
 
 const LOG_START_FILE: &str = "log-start-offset";
 
@@ -57,7 +57,7 @@ impl PartitionState {
             .expect("a partition always has an active segment")
     }
 
-    fn active_mut(&mut self) -> &mut Segment {
+    pub(crate) fn active_mut(&mut self) -> &mut Segment {
         self.segments
             .last_mut()
             .expect("a partition always has an active segment")
@@ -121,6 +121,8 @@ pub(crate) struct Partition {
     failure: Mutex<Option<String>>,
     /// Whether the partition is in the flusher's queue.
     pub(crate) queued: AtomicBool,
+    /// Appends waiting for the partition's writer; see `append.rs`.
+    pub(crate) appends: Mutex<super::append::AppendQueue>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -195,6 +197,7 @@ impl Partition {
             failed: AtomicBool::new(false),
             failure: Mutex::new(None),
             queued: AtomicBool::new(false),
+            appends: Mutex::new(super::append::AppendQueue::default()),
         }
     }
 
@@ -355,106 +358,6 @@ impl Partition {
         }
     }
 
-    /// Validates, assigns offsets to and writes a record set. Returns what was appended and the topic config
-    /// it was appended under, whose fsync policy says what the caller waits for.
-    pub(crate) fn append(&self, records: &Bytes) -> Result<(AppendInfo, Arc<TopicConfig>)> {
-        self.check_online()?;
-        let config = self.state.lock().config.clone();
-        let spans = batch::split_and_validate(records)?;
-        for (header, _) in &spans {
-            if header.total_len() > config.max_message_bytes {
-                return Err(StorageError::MessageTooLarge {
-                    size: header.total_len(),
-                    max: config.max_message_bytes,
-                });
-            }
-        }
-        if config.cleanup_policy.compact {
-            for (batch_index, (_, range)) in spans.iter().enumerate() {
-                check_keys(&records[range.clone()], batch_index, usize::MAX)?;
-            }
-        }
-        let mut buf = records.to_vec();
-        let now = now_ms();
-        let mut state = self.state.lock();
-        self.check_online()?;
-
-        // Sequence checks first, on a scratch copy of the producers involved, so that a refused batch leaves
-        // the real state untouched.
-        let mut scratch = ProducerStates::default();
-        for (header, _) in &spans {
-            if let Some(entry) = state.producers.producers.get(&header.producer_id) {
-                scratch.producers.insert(header.producer_id, entry.clone());
-            }
-        }
-        let mut headers = Vec::with_capacity(spans.len());
-        let mut next = state.log_end();
-        for (header, range) in &spans {
-            match scratch.check(header)? {
-                SequenceCheck::Duplicate {
-                    base_offset,
-                    last_offset,
-                } => {
-                    if spans.len() > 1 {
-                        return Err(StorageError::InvalidRecord {
-                            batch_index: headers.len(),
-                            record_index: 0,
-                            reason: "a retried batch inside a record set of several batches"
-                                .to_string(),
-                        });
-                    }
-                    let info = AppendInfo {
-                        base_offset,
-                        last_offset,
-                        log_append_time: None,
-                        log_start_offset: state.log_start,
-                        duplicate: true,
-                    };
-                    return Ok((info, config));
-                }
-                SequenceCheck::Append => {}
-            }
-            let bytes = &mut buf[range.clone()];
-            batch::set_base_offset(bytes, next);
-            batch::set_partition_leader_epoch(bytes, 0);
-            if config.timestamp_type == nerve_wire::TimestampType::LogAppendTime {
-                batch::set_log_append_time(bytes, now);
-            }
-            let stored = BatchHeader::parse(bytes)?;
-            scratch.record(&stored, now);
-            next = stored.last_offset() + 1;
-            headers.push(stored);
-        }
-        let base_offset = headers.first().map(|h| h.base_offset).unwrap_or(next);
-
-        let incoming_max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
-        self.maybe_roll(
-            &mut state,
-            buf.len() as u64,
-            next - 1,
-            incoming_max_timestamp,
-            now,
-        )?;
-        let interval = state.config.index_interval_bytes;
-        state.active_mut().append(&buf, &headers, interval)?;
-        for h in &headers {
-            state.producers.record(h, now);
-        }
-        if config.fsync != FsyncPolicy::Always {
-            let end = state.end_position();
-            self.publish_hw(&mut state, end);
-        }
-        let info = AppendInfo {
-            base_offset,
-            last_offset: next - 1,
-            log_append_time: (config.timestamp_type == nerve_wire::TimestampType::LogAppendTime)
-                .then_some(now),
-            log_start_offset: state.log_start,
-            duplicate: false,
-        };
-        Ok((info, config))
-    }
-
     /// Waits until `offset` is below the high watermark, or fails if the partition went offline meanwhile.
     pub(crate) async fn wait_durable(&self, offset: i64) -> Result<()> {
         let mut rx = self.hw_tx.subscribe();
@@ -466,7 +369,7 @@ impl Partition {
     }
 
     /// Starts a new active segment when the current one is full, too old, or would overflow relative offsets.
-    fn maybe_roll(
+    pub(crate) fn maybe_roll(
         &self,
         state: &mut PartitionState,
         incoming: u64,

@@ -230,11 +230,12 @@ impl Segment {
     /// the file is cut back to where it was, so no partial batch stays behind.
     pub(crate) fn append(
         &mut self,
-        bytes: &[u8],
+        parts: &[bytes::Bytes],
         batches: &[BatchHeader],
         index_interval: u32,
     ) -> Result<()> {
-        if let Err(e) = self.file.write_all_at(bytes, self.size) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if let Err(e) = write_all_vectored_at(&self.file, parts, self.size) {
             let _ = self.file.set_len(self.size);
             return Err(StorageError::io(&self.path, e));
         }
@@ -244,7 +245,7 @@ impl Segment {
             self.note_appended(header, position, index_interval);
             position += header.total_len() as u64;
         }
-        debug_assert_eq!(position, start + bytes.len() as u64);
+        debug_assert_eq!(position, start + len as u64);
         self.size = position;
         Ok(())
     }
@@ -348,6 +349,31 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+/// Writes `parts` back to back at `position` with as few `pwritev` calls as the kernel allows, so that a
+/// group of batches costs one system call rather than one per batch and is never copied into one buffer.
+fn write_all_vectored_at(
+    file: &File,
+    parts: &[bytes::Bytes],
+    mut position: u64,
+) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    // Linux takes at most IOV_MAX (1024) buffers per call.
+    const MAX_SLICES: usize = 1024;
+    for chunk in parts.chunks(MAX_SLICES) {
+        let mut slices: Vec<IoSlice<'_>> = chunk.iter().map(|p| IoSlice::new(p)).collect();
+        let mut remaining: &mut [IoSlice<'_>] = &mut slices;
+        while !remaining.is_empty() {
+            let written = rustix::io::pwritev(file, remaining, position)?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            position += written as u64;
+            IoSlice::advance_slices(&mut remaining, written);
+        }
+    }
+    Ok(())
 }
 
 /// Reads batches from `start` up to `end` of a segment file. With `check_crc`, every batch's CRC is verified
