@@ -272,3 +272,63 @@ async fn compaction_never_touches_the_active_segment() {
     assert_eq!(stats.records_removed, 0);
     assert_eq!(records_of(&read_all(&store, &tp, 0).await).len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_and_compaction_run_in_the_background_on_their_schedule() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let expiring = TopicPartition::new("expiring", 0);
+    let table = TopicPartition::new("table", 0);
+    let expiring_cfg = config(&[("retention.ms", "1000")]);
+    let table_cfg = config(&[
+        ("cleanup.policy", "compact"),
+        ("min.cleanable.dirty.ratio", "0.1"),
+    ]);
+    let topics = HashMap::from([
+        ("expiring".to_string(), expiring_cfg.clone()),
+        ("table".to_string(), table_cfg.clone()),
+    ]);
+    let local = nerve_storage::LocalConfig {
+        retention_check_interval: Duration::from_millis(50),
+        compaction_check_interval: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let store = nerve_storage::LocalLogStore::open(dir.path(), local, &topics).unwrap();
+    store
+        .create_partition(&expiring, expiring_cfg)
+        .await
+        .unwrap();
+    store
+        .create_partition(&table, Arc::clone(&table_cfg))
+        .await
+        .unwrap();
+    store
+        .append(&expiring, batch(1, 3, now_ms() - 60_000, Compression::None))
+        .await
+        .unwrap();
+    for i in 0..5 {
+        store
+            .append(&table, keyed(&[("k", Some(&i.to_string()), now_ms())]))
+            .await
+            .unwrap();
+    }
+    store.roll(&table).await.unwrap();
+
+    // Nothing is called here: the store's own task must do the work.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let expired = store.offsets(&expiring).unwrap().log_start == 3;
+        let compacted = records_of(&read_all(&store, &table, 0).await).len() == 1;
+        if expired && compacted {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "background cleanup did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

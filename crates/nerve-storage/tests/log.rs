@@ -496,3 +496,35 @@ async fn unknown_partitions_and_a_closed_store_give_typed_errors() {
         Err(StorageError::Closed)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fsync_policy_acknowledges_readable_data_that_survives_a_reopen() {
+    for policy in ["always", "interval", "never"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[
+            ("fsync", policy),
+            ("fsync.interval.ms", "20"),
+            ("segment.bytes", "2000"),
+        ]);
+        let store = fresh(dir.path(), &tp(), &cfg).await;
+        let mut sent = Vec::new();
+        for i in 0..30 {
+            let b = batch(i, 4, T0, Compression::Snappy);
+            let info = store.append(&tp(), b.clone()).await.unwrap();
+            // Acknowledged means readable, whatever the policy.
+            assert_eq!(
+                store.offsets(&tp()).unwrap().high_watermark,
+                info.last_offset + 1,
+                "{policy}"
+            );
+            sent.push(b);
+        }
+        store.close().await.unwrap();
+        let store = open(dir.path(), &["events"], &cfg);
+        let stored = batches(&read_all(&store, &tp(), 0).await);
+        assert_eq!(stored.len(), 30, "{policy}");
+        for ((_, bytes), original) in stored.iter().zip(&sent) {
+            assert!(same_batch_content(original, bytes), "{policy}");
+        }
+    }
+}
