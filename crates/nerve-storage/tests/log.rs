@@ -528,3 +528,14 @@ async fn every_fsync_policy_acknowledges_readable_data_that_survives_a_reopen() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_deletion_interrupted_by_a_crash_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let leftover = dir.path().join("topics/events-0.0123abcd.deleted");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("00000000000000000000.log"), b"old").unwrap();
+    let store = open(dir.path(), &["events"], &config(&[]));
+    assert!(!leftover.exists());
+    assert!(store.partitions().is_empty());
+}

@@ -30,7 +30,7 @@ const REWRITTEN: usize = 16;
 
 /// Beyond this a group is written out and a new one started: larger writes gain little and hold back the
 /// first append of the group.
-const MAX_GROUP_BYTES: usize = 4 << 20;
+const MAX_GROUP_BYTES: usize = 512 << 10;
 
 pub(crate) struct PendingAppend {
     records: Bytes,

@@ -68,6 +68,11 @@ impl LocalLogStore {
         for entry in std::fs::read_dir(&topics_dir).map_err(|e| StorageError::io(&topics_dir, e))? {
             let entry = entry.map_err(|e| StorageError::io(&topics_dir, e))?;
             let name = entry.file_name();
+            if name.to_str().is_some_and(|n| n.ends_with(DELETED_SUFFIX)) {
+                // A deletion that a crash interrupted after the rename: finish it.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             let Some((topic, partition)) = name.to_str().and_then(parse_dir_name) else {
                 tracing::warn!(dir = %entry.path().display(), "ignoring a directory that is not a partition");
                 continue;
@@ -177,6 +182,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         })?
 }
 
+/// Marks a partition directory being deleted; such directories are removed on open.
+const DELETED_SUFFIX: &str = ".deleted";
+
 /// `<topic>-<partition>`; topic names may contain `-`, so the partition is after the last one.
 fn parse_dir_name(name: &str) -> Option<(&str, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
@@ -253,9 +261,14 @@ impl LogStore for LocalLogStore {
             p.fail("the partition was deleted".to_string());
         }
         let dir = self.inner.topics_dir.join(Partition::dir_name(tp));
+        let tp = tp.clone();
         blocking(move || {
             // Rename first so that a crash midway never leaves a half-deleted log under the live name.
-            let doomed = dir.with_extension(format!("{}.deleted", uuid::Uuid::new_v4().simple()));
+            let doomed = dir.with_file_name(format!(
+                "{}.{}{DELETED_SUFFIX}",
+                Partition::dir_name(&tp),
+                uuid::Uuid::new_v4().simple()
+            ));
             std::fs::rename(&dir, &doomed).map_err(|e| StorageError::io(&dir, e))?;
             fsutil::sync_parent(&dir)?;
             std::fs::remove_dir_all(&doomed).map_err(|e| StorageError::io(&doomed, e))
