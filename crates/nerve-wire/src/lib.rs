@@ -5,16 +5,19 @@
 //! - [`records`]: the records inside a batch: decode (decompressing as needed) and build new batches, which
 //!   compaction needs.
 //! - [`compression`]: gzip, snappy, lz4 and zstd exactly as Kafka clients frame them.
+//! - [`frame`]: request/response framing with a size limit, request headers, response headers.
 //!
 //! Nothing here does I/O; the storage engine and the broker build on it.
 
 pub mod batch;
 pub mod compression;
+pub mod frame;
 pub mod records;
 mod varint;
 
 pub use batch::{BatchHeader, TimestampType, BATCH_HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
 pub use compression::Compression;
+pub use frame::{FrameDecoder, FrameError, RequestFrame};
 pub use records::{BatchBuilder, Record, RecordHeader};
 
 /// Why bytes are not a valid Kafka batch or record.

@@ -1,0 +1,246 @@
+//! CreateTopics and DeleteTopics.
+//!
+//! CreateTopics checks everything before creating anything: the name, the partition count (`-1` means
+//! `num.partitions`), the replication factor (one node: `-1` or `1`), manual assignments (only to this
+//! node) and the configs (Kafka names, validated by the storage's `TopicConfig`). `validate_only` stops
+//! there. Every creation gets a new topic id, so a deleted and re-created topic is a different topic.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use nerve_storage::{StorageError, TOPIC_CONFIGS};
+use nerve_wire::frame::RequestFrame;
+
+use super::{decode, message, respond, topic_name};
+use crate::broker::Broker;
+use crate::error::{storage_error_code, RequestError};
+
+/// Kafka's `ConfigSource` values as CreateTopics v5+ reports them.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+pub(crate) async fn create_topics(
+    broker: &Broker,
+    request: RequestFrame,
+) -> Result<Bytes, RequestError> {
+    let body: CreateTopicsRequest = decode(&request)?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for topic in &body.topics {
+        *seen.entry(topic.name.0.to_string()).or_default() += 1;
+    }
+    let mut results = Vec::with_capacity(body.topics.len());
+    for topic in body.topics {
+        let name = topic.name.0.to_string();
+        let result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_error_message(None);
+        let result = if seen.get(&name).copied().unwrap_or(0) > 1 {
+            // Kafka refuses every copy of a name given twice in one request.
+            fail(
+                result,
+                ResponseError::InvalidRequest,
+                "the topic is named more than once in the request",
+            )
+        } else {
+            create_one(broker, topic, body.validate_only, result).await
+        };
+        results.push(result);
+    }
+    let response = CreateTopicsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_topics(results);
+    respond(&request, &response)
+}
+
+async fn create_one(
+    broker: &Broker,
+    topic: CreatableTopic,
+    validate_only: bool,
+    result: CreatableTopicResult,
+) -> CreatableTopicResult {
+    let name = topic.name.0.to_string();
+    let partitions = if !topic.assignments.is_empty() {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return fail(
+                result,
+                ResponseError::InvalidRequest,
+                "give either assignments or num_partitions and replication_factor",
+            );
+        }
+        let node = broker.config.node_id;
+        let mut indexes: Vec<i32> = topic
+            .assignments
+            .iter()
+            .map(|a| a.partition_index)
+            .collect();
+        indexes.sort_unstable();
+        let contiguous = indexes
+            .iter()
+            .enumerate()
+            .all(|(i, &p)| i32::try_from(i) == Ok(p));
+        let on_this_node = topic
+            .assignments
+            .iter()
+            .all(|a| a.broker_ids.len() == 1 && *a.broker_ids[0] == node);
+        if !contiguous || !on_this_node {
+            return fail(
+                result,
+                ResponseError::InvalidReplicaAssignment,
+                format!("partitions must be numbered from 0 and assigned to node {node} alone"),
+            );
+        }
+        i32::try_from(indexes.len()).unwrap_or(i32::MAX)
+    } else {
+        if !matches!(topic.replication_factor, -1 | 1) {
+            return fail(
+                result,
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "replication factor {} is larger than the 1 available broker",
+                    topic.replication_factor
+                ),
+            );
+        }
+        match topic.num_partitions {
+            -1 => broker.config.num_partitions,
+            n if n >= 1 => n,
+            n => {
+                return fail(
+                    result,
+                    ResponseError::InvalidPartitions,
+                    format!("number of partitions must be at least 1, not {n}"),
+                )
+            }
+        }
+    };
+    let mut configs = BTreeMap::new();
+    for config in topic.configs {
+        // A null value leaves the default in place, as with Kafka.
+        if let Some(value) = config.value {
+            configs.insert(config.name.to_string(), value.to_string());
+        }
+    }
+    match broker
+        .create_topic(&name, partitions, configs.clone(), validate_only)
+        .await
+    {
+        Ok(meta) => result
+            .with_topic_id(meta.id)
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(Some(effective_configs(broker, &configs))),
+        Err(e) => {
+            let code = storage_error_code(&e);
+            if code == ResponseError::KafkaStorageError {
+                tracing::error!(topic = %name, error = %e, "creating a topic failed");
+            }
+            fail(result, code, e)
+        }
+    }
+}
+
+fn fail(
+    result: CreatableTopicResult,
+    error: ResponseError,
+    why: impl std::fmt::Display,
+) -> CreatableTopicResult {
+    result
+        .with_error_code(error.code())
+        .with_error_message(message(why))
+        .with_num_partitions(-1)
+        .with_replication_factor(-1)
+        .with_configs(None)
+}
+
+/// Every topic config with its value and where the value comes from.
+fn effective_configs(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let (value, source) = if let Some(v) = overrides.get(def.name) {
+                (v.clone(), SOURCE_TOPIC)
+            } else if let Some(v) = broker.config.topic_defaults.get(def.name) {
+                (v.clone(), SOURCE_STATIC_BROKER)
+            } else {
+                (def.default.to_string(), SOURCE_DEFAULT)
+            };
+            CreatableTopicConfigs::default()
+                .with_name(StrBytes::from_static_str(def.name))
+                .with_value(Some(StrBytes::from_string(value)))
+                .with_read_only(false)
+                .with_config_source(source)
+                .with_is_sensitive(false)
+        })
+        .collect()
+}
+
+pub(crate) async fn delete_topics(
+    broker: &Broker,
+    request: RequestFrame,
+) -> Result<Bytes, RequestError> {
+    let body: DeleteTopicsRequest = decode(&request)?;
+    // v6 names topics by name or id; older versions by name only.
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if request.api_version() >= 6 {
+        body.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        body.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut results = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let result = DeletableTopicResult::default().with_error_message(None);
+        // A non-nil id decides, as in Metadata; the name is null then.
+        let name = match name {
+            Some(name) if id.is_nil() => name,
+            _ => match broker.topic_by_id(id) {
+                Some(meta) => meta.name,
+                None => {
+                    results.push(
+                        result
+                            .with_topic_id(id)
+                            .with_error_code(ResponseError::UnknownTopicId.code()),
+                    );
+                    continue;
+                }
+            },
+        };
+        let result = result.with_name(Some(topic_name(&name)));
+        let result = match broker.delete_topic(&name).await {
+            Ok(meta) => result.with_topic_id(meta.id),
+            Err(e) => {
+                let code = match e {
+                    StorageError::InvalidTopic { .. } => ResponseError::UnknownTopicOrPartition,
+                    ref other => storage_error_code(other),
+                };
+                result
+                    .with_topic_id(id)
+                    .with_error_code(code.code())
+                    .with_error_message(message(&e))
+            }
+        };
+        results.push(result);
+    }
+    let response = DeleteTopicsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_responses(results);
+    respond(&request, &response)
+}

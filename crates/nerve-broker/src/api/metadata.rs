@@ -1,0 +1,138 @@
+//! Metadata: brokers, topics and partitions. A single node is the leader of every partition and the
+//! controller.
+//!
+//! Unknown topics are created when the request allows it (always before v4) and
+//! `auto.create.topics.enable` is on; the new topic is described in the same response. Invalid names get
+//! `INVALID_TOPIC_EXCEPTION` and are not created.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::protocol::StrBytes;
+use nerve_storage::{StorageError, TopicMeta};
+use nerve_wire::frame::RequestFrame;
+
+use super::{decode, respond, topic_name};
+use crate::broker::Broker;
+use crate::error::{storage_error_code, RequestError};
+
+pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+    let body: MetadataRequest = decode(&request)?;
+    let version = request.api_version();
+    // Before v4 the field does not exist and Kafka always auto-created.
+    let allow_auto_create = version < 4 || body.allow_auto_topic_creation;
+    let requested = match body.topics {
+        None => None,
+        // v0 has no null: an empty list asks for every topic.
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(topics),
+    };
+    let topics = match requested {
+        None => {
+            let mut all = broker.meta.topics();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            all.iter().map(|t| describe(broker, t)).collect()
+        }
+        Some(requested) => {
+            let mut out = Vec::with_capacity(requested.len());
+            for topic in requested {
+                // From v10 a topic may be named by id (its name then null); a non-nil id decides.
+                let entry = match topic.name {
+                    _ if !topic.topic_id.is_nil() => match broker.topic_by_id(topic.topic_id) {
+                        Some(meta) => describe(broker, &meta),
+                        None => error_topic(None, topic.topic_id, ResponseError::UnknownTopicId),
+                    },
+                    Some(name) => by_name(broker, name.0.as_str(), allow_auto_create).await,
+                    None => error_topic(None, topic.topic_id, ResponseError::InvalidRequest),
+                };
+                out.push(entry);
+            }
+            out
+        }
+    };
+    let (host, port) = &broker.advertised;
+    let response = MetadataResponse::default()
+        .with_throttle_time_ms(0)
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(StrBytes::from_string(host.clone()))
+            .with_port(i32::from(*port))])
+        .with_cluster_id(Some(StrBytes::from_string(
+            broker.config.cluster_id.clone(),
+        )))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics);
+    respond(&request, &response)
+}
+
+async fn by_name(broker: &Broker, name: &str, allow_auto_create: bool) -> MetadataResponseTopic {
+    if let Some(meta) = broker.meta.topic(name) {
+        return describe(broker, &meta);
+    }
+    if let Err(e) = nerve_storage::validate_topic_name(name) {
+        return error_topic(Some(name), uuid::Uuid::nil(), storage_error_code(&e));
+    }
+    if !(allow_auto_create && broker.config.auto_create_topics_enable) {
+        return error_topic(
+            Some(name),
+            uuid::Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
+    }
+    match broker
+        .create_topic(name, broker.config.num_partitions, BTreeMap::new(), false)
+        .await
+    {
+        Ok(meta) => describe(broker, &meta),
+        // Another request created it meanwhile.
+        Err(StorageError::TopicAlreadyExists(_)) => match broker.meta.topic(name) {
+            Some(meta) => describe(broker, &meta),
+            None => error_topic(
+                Some(name),
+                uuid::Uuid::nil(),
+                ResponseError::LeaderNotAvailable,
+            ),
+        },
+        Err(e) => {
+            tracing::warn!(topic = name, error = %e, "auto-creating a topic failed");
+            error_topic(Some(name), uuid::Uuid::nil(), storage_error_code(&e))
+        }
+    }
+}
+
+/// A topic as Metadata describes it. Leader epochs are reported as unknown (-1): with one node there are no
+/// leader changes to fence, and an unknown epoch keeps clients from validating positions with
+/// OffsetForLeaderEpoch, which Nerve does not implement yet.
+fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config.node_id);
+    let partitions = (0..meta.partitions)
+        .map(|index| {
+            MetadataResponsePartition::default()
+                .with_partition_index(index)
+                .with_leader_id(node)
+                .with_leader_epoch(-1)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&meta.name)))
+        .with_topic_id(meta.id)
+        .with_is_internal(matches!(
+            meta.name.as_str(),
+            "__consumer_offsets" | "__transaction_state"
+        ))
+        .with_partitions(partitions)
+}
+
+fn error_topic(name: Option<&str>, id: uuid::Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+}

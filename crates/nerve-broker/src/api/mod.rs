@@ -1,0 +1,114 @@
+//! The dispatch table: API key -> handler, and the versions of each API that Nerve implements.
+//!
+//! Each API family is one module with a `handle` that decodes the request body, applies it to the
+//! [`Broker`], and encodes the response. A handler returns `None` when Kafka sends no response at all
+//! (Produce with `acks=0`).
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Decodable;
+use nerve_wire::frame::{encode_response, RequestFrame};
+
+use crate::broker::Broker;
+use crate::error::RequestError;
+
+pub(crate) mod admin;
+pub(crate) mod api_versions;
+pub(crate) mod fetch;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod produce;
+pub(crate) mod producer_id;
+
+/// The APIs Nerve answers and their version ranges, as ApiVersions advertises them. Each range lies within
+/// what kafka-protocol can decode and encode (Kafka 4.1's).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
+];
+
+/// The versions of `api` Nerve implements, if any.
+pub(crate) fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Answers one request. The response bytes are a whole frame.
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+) -> Result<Option<Bytes>, RequestError> {
+    let api = request.api_key;
+    let version = request.api_version();
+    let Some((min, max)) = supported_versions(api) else {
+        return Err(RequestError::UnsupportedApi(api));
+    };
+    if version < min || version > max {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: the client learns our ranges from a v0 answer and retries at a version we have.
+            return api_versions::unsupported_version(&request).map(Some);
+        }
+        return Err(RequestError::UnsupportedVersion {
+            api,
+            version,
+            min,
+            max,
+        });
+    }
+    match api {
+        ApiKey::ApiVersions => api_versions::handle(broker, request).map(Some),
+        ApiKey::Metadata => metadata::handle(broker, request).await.map(Some),
+        ApiKey::Produce => produce::handle(broker, request).await,
+        ApiKey::Fetch => fetch::handle(broker, request).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(broker, request).await.map(Some),
+        ApiKey::CreateTopics => admin::create_topics(broker, request).await.map(Some),
+        ApiKey::DeleteTopics => admin::delete_topics(broker, request).await.map(Some),
+        ApiKey::InitProducerId => producer_id::handle(broker, request).await.map(Some),
+        other => Err(RequestError::UnsupportedApi(other)),
+    }
+}
+
+/// Decodes a request body at the request's version.
+pub(crate) fn decode<T: Decodable>(request: &RequestFrame) -> Result<T, RequestError> {
+    let mut body = request.body.clone();
+    T::decode(&mut body, request.api_version()).map_err(|e| RequestError::Decode {
+        api: request.api_key,
+        version: request.api_version(),
+        reason: e.to_string(),
+    })
+}
+
+/// Encodes a response to `request` as a whole frame.
+pub(crate) fn respond<M: kafka_protocol::protocol::Encodable>(
+    request: &RequestFrame,
+    body: &M,
+) -> Result<Bytes, RequestError> {
+    Ok(encode_response(
+        request.api_key,
+        request.api_version(),
+        request.correlation_id(),
+        body,
+    )?)
+}
+
+/// Kafka's topic name type from a `&str`.
+pub(crate) fn topic_name(name: &str) -> kafka_protocol::messages::TopicName {
+    kafka_protocol::messages::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        name.to_string(),
+    ))
+}
+
+/// An optional error message for a response.
+pub(crate) fn message(text: impl std::fmt::Display) -> Option<kafka_protocol::protocol::StrBytes> {
+    Some(kafka_protocol::protocol::StrBytes::from_string(
+        text.to_string(),
+    ))
+}

@@ -1,0 +1,159 @@
+//! The broker's settings: one typed struct, its defaults in [`BrokerConfig::default`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use nerve_storage::TopicConfig;
+use serde::{Deserialize, Serialize};
+
+/// Settings of the Kafka-wire server. Field docs name the Kafka setting each one mirrors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// `node.id`: this broker's id; a single node is also the controller.
+    pub node_id: i32,
+    /// `listeners`: the address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: the `host:port` clients are told to connect to in Metadata responses.
+    /// Clients reconnect to this address after bootstrap, so it must be reachable by them.
+    pub advertised_listener: String,
+    /// `auto.create.topics.enable`: Metadata requests that allow it create unknown topics.
+    pub auto_create_topics_enable: bool,
+    /// `num.partitions`: partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub num_partitions: i32,
+    /// `socket.request.max.bytes`: the largest request frame accepted; a larger one closes the connection.
+    pub socket_request_max_bytes: usize,
+    /// Topic config defaults for this broker (Kafka names, e.g. `retention.ms`), applied under each topic's
+    /// own overrides.
+    pub topic_defaults: BTreeMap<String, String>,
+    /// `transaction.max.timeout.ms`: the largest `transaction.timeout.ms` InitProducerId accepts.
+    pub transaction_max_timeout_ms: i32,
+    /// Requests of one connection decoded and in progress at once; answers still go out in request order.
+    pub max_in_flight_per_connection: usize,
+    /// The cluster id reported in Metadata.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
+            advertised_listener: "127.0.0.1:9092".to_string(),
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            socket_request_max_bytes: nerve_wire::frame::DEFAULT_MAX_FRAME_BYTES,
+            topic_defaults: BTreeMap::new(),
+            transaction_max_timeout_ms: 900_000,
+            max_in_flight_per_connection: 16,
+            cluster_id: "nerve-cluster".to_string(),
+        }
+    }
+}
+
+/// Why a [`BrokerConfig`] cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("advertised listener {0:?} is not HOST:PORT")]
+    AdvertisedListener(String),
+    #[error("num_partitions must be at least 1, not {0}")]
+    NumPartitions(i32),
+    #[error("max_in_flight_per_connection must be at least 1")]
+    MaxInFlight,
+    #[error("invalid topic default: {0}")]
+    TopicDefault(#[from] nerve_storage::StorageError),
+}
+
+impl BrokerConfig {
+    /// Checks the settings that could otherwise fail later, at a worse moment.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.advertised_host_port()?;
+        if self.num_partitions < 1 {
+            return Err(ConfigError::NumPartitions(self.num_partitions));
+        }
+        if self.max_in_flight_per_connection == 0 {
+            return Err(ConfigError::MaxInFlight);
+        }
+        TopicConfig::validate(&self.topic_defaults)?;
+        Ok(())
+    }
+
+    /// The advertised listener split into host and port.
+    pub fn advertised_host_port(&self) -> Result<(String, u16), ConfigError> {
+        let bad = || ConfigError::AdvertisedListener(self.advertised_listener.clone());
+        let (host, port) = self.advertised_listener.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok((host.to_string(), port))
+    }
+
+    /// The overrides a topic's partitions run with: the broker's topic defaults, then the topic's own.
+    pub fn effective_topic_overrides(
+        &self,
+        topic_overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        let mut merged = self.topic_defaults.clone();
+        merged.extend(topic_overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merged
+    }
+
+    /// The resolved configuration of a topic with these overrides.
+    pub fn topic_config(
+        &self,
+        topic_overrides: &BTreeMap<String, String>,
+    ) -> nerve_storage::Result<TopicConfig> {
+        TopicConfig::from_overrides(&self.effective_topic_overrides(topic_overrides))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_those_kafka_users_expect() {
+        let config = BrokerConfig::default();
+        assert_eq!(config.node_id, 0);
+        assert_eq!(config.listen.port(), 9092);
+        assert!(config.auto_create_topics_enable);
+        assert_eq!(config.num_partitions, 1);
+        assert_eq!(config.socket_request_max_bytes, 100 * 1024 * 1024);
+        assert_eq!(config.transaction_max_timeout_ms, 900_000);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn advertised_listener_must_be_host_and_port() {
+        let mut config = BrokerConfig {
+            advertised_listener: "[::1]:19092".into(),
+            ..BrokerConfig::default()
+        };
+        assert_eq!(
+            config.advertised_host_port().unwrap(),
+            ("::1".into(), 19092)
+        );
+        config.advertised_listener = "localhost".into();
+        assert!(config.validate().is_err());
+        config.advertised_listener = "localhost:http".into();
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn topic_overrides_win_over_broker_defaults() {
+        let config = BrokerConfig {
+            topic_defaults: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+            ..BrokerConfig::default()
+        };
+        let resolved = config
+            .topic_config(&BTreeMap::from([("retention.ms".into(), "2000".into())]))
+            .unwrap();
+        assert_eq!(resolved.retention_ms, Some(2000));
+        assert_eq!(
+            config.topic_config(&BTreeMap::new()).unwrap().retention_ms,
+            Some(1000)
+        );
+    }
+}

@@ -1,0 +1,782 @@
+//! The broker's Kafka semantics, checked request by request over a real socket with kafka-protocol as the
+//! client codec. Each test runs its own broker on a free port with its own data directory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use nerve_broker::{Broker, BrokerConfig, Server};
+use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+struct TestBroker {
+    addr: std::net::SocketAddr,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<Result<(), nerve_broker::ServerError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    let log = LocalLogStore::open(dir.path(), LocalConfig::default(), &Default::default()).unwrap();
+    let config = BrokerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertised_listener: "nerve.test:19092".into(),
+        topic_defaults: BTreeMap::from([("fsync".into(), "never".into())]),
+        ..BrokerConfig::default()
+    };
+    let (stop, stopped) = watch::channel(false);
+    let broker = Broker::new(config, Arc::new(log), Arc::new(meta), stopped)
+        .await
+        .unwrap();
+    let server = Server::bind(broker).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    TestBroker {
+        addr,
+        stop,
+        server: tokio::spawn(server.run()),
+        _dir: dir,
+    }
+}
+
+struct Client {
+    stream: TcpStream,
+    next_correlation_id: i32,
+}
+
+impl Client {
+    async fn connect(broker: &TestBroker) -> Client {
+        Client {
+            stream: TcpStream::connect(broker.addr).await.unwrap(),
+            next_correlation_id: 1,
+        }
+    }
+
+    /// Sends a request and returns its correlation id.
+    async fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("protocol-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.stream.write_all(&frame).await.unwrap();
+        correlation_id
+    }
+
+    /// Reads one response frame: (correlation id, bytes after the header's correlation id).
+    async fn recv_raw(&mut self) -> (i32, Bytes) {
+        let size = self.stream.read_i32().await.unwrap();
+        let mut frame = vec![0u8; size as usize];
+        self.stream.read_exact(&mut frame).await.unwrap();
+        let mut frame = Bytes::from(frame);
+        let correlation_id = frame.get_i32();
+        (correlation_id, frame)
+    }
+
+    async fn recv<R: Request>(&mut self, version: i16, expected_id: i32) -> R::Response {
+        let (correlation_id, mut rest) = self.recv_raw().await;
+        assert_eq!(correlation_id, expected_id);
+        if R::Response::header_version(version) >= 1 && R::KEY != ApiKey::ApiVersions as i16 {
+            // Flexible response header: tagged fields (none expected).
+            assert_eq!(rest.get_u8(), 0);
+        }
+        let response = R::Response::decode(&mut rest, version).unwrap();
+        assert!(rest.is_empty(), "trailing bytes after the response");
+        response
+    }
+
+    async fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
+        let id = self.send(version, request).await;
+        self.recv::<R>(version, id).await
+    }
+}
+
+/// Now, in Kafka's milliseconds. Test records carry recent timestamps: older ones would be removed by time
+/// retention (seven days by default) while the test runs.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+async fn create_topic(client: &mut Client, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        create_topics_request::CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let response = client.call(7, &request).await;
+    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
+}
+
+fn batch(records: &[(Option<&str>, &str)], timestamp: i64) -> Bytes {
+    let timestamp = recent(timestamp);
+    let mut builder = nerve_wire::BatchBuilder::new(timestamp);
+    for (key, value) in records {
+        builder.push(
+            timestamp,
+            key.map(str::as_bytes),
+            Some(value.as_bytes()),
+            Vec::new(),
+        );
+    }
+    Bytes::from(builder.build().unwrap())
+}
+
+/// A test's small timestamps (1000, 5000, ...) moved to the last hour, keeping their order and gaps.
+fn recent(timestamp: i64) -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| now_ms() - 3_600_000) + timestamp
+}
+
+fn produce_request(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(records)),
+            ])])
+}
+
+fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+#[tokio::test]
+async fn api_versions_lists_exactly_the_implemented_ranges() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    for version in [0, 3, 4] {
+        let response = client.call(version, &ApiVersionsRequest::default()).await;
+        assert_eq!(response.error_code, 0);
+        let advertised: Vec<(i16, i16, i16)> = response
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        let implemented: Vec<(i16, i16, i16)> = nerve_broker::SUPPORTED_APIS
+            .iter()
+            .map(|&(key, min, max)| (key as i16, min, max))
+            .collect();
+        assert_eq!(advertised, implemented);
+        for &(key, min, max) in nerve_broker::SUPPORTED_APIS {
+            let codec = key.valid_versions();
+            assert!(codec.min <= min && max <= codec.max, "{key:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_valid_topics_and_refuses_invalid_names() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(true)
+        .with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("fresh"))),
+            metadata_request::MetadataRequestTopic::default().with_name(Some(name("bad name!"))),
+        ]));
+    let response = client.call(12, &request).await;
+    assert_eq!(response.brokers.len(), 1);
+    assert_eq!(response.brokers[0].host.as_str(), "nerve.test");
+    assert_eq!(response.brokers[0].port, 19092);
+    assert_eq!(response.controller_id, BrokerId(0));
+    let fresh = &response.topics[0];
+    assert_eq!(fresh.error_code, 0);
+    assert_eq!(fresh.partitions.len(), 1);
+    assert_eq!(fresh.partitions[0].leader_id, BrokerId(0));
+    assert!(!fresh.topic_id.is_nil());
+    assert_eq!(
+        response.topics[1].error_code,
+        ResponseError::InvalidTopicException.code()
+    );
+
+    // Not allowed to create: unknown, and nothing is created.
+    let request = MetadataRequest::default()
+        .with_allow_auto_topic_creation(false)
+        .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+        )
+        .with_name(Some(name("absent")))]));
+    let response = client.call(12, &request).await;
+    assert_eq!(
+        response.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    // All topics: only the one created.
+    let all = client
+        .call(1, &MetadataRequest::default().with_topics(None))
+        .await;
+    let names: Vec<_> = all
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert_eq!(names, vec!["fresh".to_string()]);
+}
+
+#[tokio::test]
+async fn create_topics_validates_and_validate_only_creates_nothing() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let topic = |n: &str, partitions: i32| {
+        create_topics_request::CreatableTopic::default()
+            .with_name(name(n))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+    };
+    let dry_run = CreateTopicsRequest::default()
+        .with_validate_only(true)
+        .with_topics(vec![topic("dry", 3)]);
+    let response = client.call(7, &dry_run).await;
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(response.topics[0].num_partitions, 3);
+
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        topic("defaulted", -1),
+        topic("bad/name", 1),
+        topic("zero", 0),
+        topic("badconfig", 1).with_configs(vec![
+            create_topics_request::CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_static_str("soon"))),
+        ]),
+    ]);
+    let response = client.call(7, &request).await;
+    let codes: Vec<i16> = response.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            ResponseError::InvalidTopicException.code(),
+            ResponseError::InvalidPartitions.code(),
+            ResponseError::InvalidConfig.code()
+        ]
+    );
+    assert_eq!(response.topics[0].num_partitions, 1);
+    let configs = response.topics[0].configs.as_ref().unwrap();
+    assert!(configs.iter().any(|c| c.name.as_str() == "retention.ms"));
+
+    let again = client
+        .call(
+            7,
+            &CreateTopicsRequest::default().with_topics(vec![topic("defaulted", 1)]),
+        )
+        .await;
+    assert_eq!(
+        again.topics[0].error_code,
+        ResponseError::TopicAlreadyExists.code()
+    );
+
+    let all = client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let names: Vec<_> = all
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.to_string())
+        .collect();
+    assert_eq!(names, vec!["defaulted".to_string()]);
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_topic_is_a_new_empty_topic_with_a_new_id() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "phoenix", 1, &[]).await;
+    let produced = client
+        .call(
+            9,
+            &produce_request("phoenix", -1, batch(&[(None, "old")], 1000)),
+        )
+        .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+    let first_id = client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+        .topics[0]
+        .topic_id;
+
+    let deleted = client
+        .call(
+            6,
+            &DeleteTopicsRequest::default()
+                .with_topics(vec![delete_topics_request::DeleteTopicState::default()
+                    .with_name(Some(name("phoenix")))]),
+        )
+        .await;
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(deleted.responses[0].topic_id, first_id);
+    let missing = client
+        .call(
+            4,
+            &DeleteTopicsRequest::default().with_topic_names(vec![name("phoenix")]),
+        )
+        .await;
+    assert_eq!(
+        missing.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+
+    create_topic(&mut client, "phoenix", 1, &[]).await;
+    let metadata = client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    assert_ne!(metadata.topics[0].topic_id, first_id);
+    let fetched = client.call(12, &fetch_request("phoenix", 0, 0)).await;
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!(partition.high_watermark, 0);
+    assert!(partition.records.as_ref().is_none_or(|r| r.is_empty()));
+}
+
+#[tokio::test]
+async fn compacted_topic_rejects_a_null_key_naming_the_record() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(
+        &mut client,
+        "compacted",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await;
+    let records = batch(&[(Some("a"), "1"), (None, "2")], 1000);
+    let response = client
+        .call(9, &produce_request("compacted", 1, records))
+        .await;
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, ResponseError::InvalidRecord.code());
+    assert_eq!(partition.base_offset, -1);
+    assert_eq!(partition.record_errors.len(), 1);
+    assert_eq!(partition.record_errors[0].batch_index, 1);
+
+    let ok = client
+        .call(
+            9,
+            &produce_request("compacted", 1, batch(&[(Some("a"), "1")], 1000)),
+        )
+        .await;
+    assert_eq!(ok.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(ok.responses[0].partition_responses[0].base_offset, 0);
+}
+
+#[tokio::test]
+async fn produce_carries_one_batch_per_partition_and_unknown_topics_are_refused() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "single", 1, &[]).await;
+    let mut two = BytesMut::new();
+    two.put_slice(&batch(&[(None, "a")], 1000));
+    two.put_slice(&batch(&[(None, "b")], 1000));
+    let response = client
+        .call(9, &produce_request("single", 1, two.freeze()))
+        .await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRecord.code()
+    );
+    let response = client
+        .call(
+            3,
+            &produce_request("nowhere", 1, batch(&[(None, "a")], 1000)),
+        )
+        .await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_is_acknowledged_with_the_original_offset() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "idem", 1, &[]).await;
+    let init = client
+        .call(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(-1),
+        )
+        .await;
+    assert_eq!(init.error_code, 0);
+    assert_eq!(init.producer_epoch, 0);
+    let mut builder = nerve_wire::BatchBuilder::new(recent(1000));
+    builder.producer_id = *init.producer_id;
+    builder.producer_epoch = 0;
+    builder.base_sequence = 0;
+    builder.push(recent(1000), Some(b"k"), Some(b"v"), Vec::new());
+    let records = Bytes::from(builder.build().unwrap());
+    // Something else first, so the original offset is not 0.
+    client
+        .call(9, &produce_request("idem", -1, batch(&[(None, "x")], 1000)))
+        .await;
+    let first = client
+        .call(9, &produce_request("idem", -1, records.clone()))
+        .await;
+    let retry = client.call(9, &produce_request("idem", -1, records)).await;
+    let (first, retry) = (
+        &first.responses[0].partition_responses[0],
+        &retry.responses[0].partition_responses[0],
+    );
+    assert_eq!((first.error_code, first.base_offset), (0, 1));
+    assert_eq!((retry.error_code, retry.base_offset), (0, 1));
+    let watermark = client.call(12, &fetch_request("idem", 0, 0)).await;
+    assert_eq!(watermark.responses[0].partitions[0].high_watermark, 2);
+}
+
+#[tokio::test]
+async fn init_producer_id_hands_out_fresh_ids_and_checks_transaction_timeouts() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let idempotent = InitProducerIdRequest::default().with_transactional_id(None);
+    let a = client.call(0, &idempotent).await;
+    let b = client.call(5, &idempotent).await;
+    assert_eq!((a.error_code, b.error_code), (0, 0));
+    assert_ne!(a.producer_id, b.producer_id);
+    let too_long = client
+        .call(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+                .with_transaction_timeout_ms(3_600_000),
+        )
+        .await;
+    assert_eq!(
+        too_long.error_code,
+        ResponseError::InvalidTransactionTimeout.code()
+    );
+}
+
+#[tokio::test]
+async fn fetch_outside_the_log_is_offset_out_of_range_and_by_id_works_from_v13() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "ranged", 1, &[]).await;
+    client
+        .call(
+            9,
+            &produce_request("ranged", -1, batch(&[(None, "a"), (None, "b")], 1000)),
+        )
+        .await;
+    let past_end = client.call(11, &fetch_request("ranged", 3, 0)).await;
+    assert_eq!(
+        past_end.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code()
+    );
+    let at_end = client.call(11, &fetch_request("ranged", 2, 0)).await;
+    assert_eq!(at_end.responses[0].partitions[0].error_code, 0);
+    assert_eq!(at_end.responses[0].partitions[0].high_watermark, 2);
+
+    let id = client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+        .topics[0]
+        .topic_id;
+    let mut by_id = fetch_request("", 0, 0);
+    by_id.topics[0].topic_id = id;
+    let response = client.call(16, &by_id).await;
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(response.responses[0].topic_id, id);
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.last_stable_offset, 2);
+    assert_eq!(partition.log_start_offset, 0);
+    assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
+
+    let mut unknown = fetch_request("", 0, 0);
+    unknown.topics[0].topic_id = uuid::Uuid::new_v4();
+    let response = client.call(13, &unknown).await;
+    assert_eq!(
+        response.responses[0].partitions[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_is_woken_by_an_append() {
+    let broker = start().await;
+    let mut consumer = Client::connect(&broker).await;
+    create_topic(&mut consumer, "wake", 1, &[]).await;
+    // Waits for up to ten minutes: only the append can end it in a passing test.
+    let fetch_id = consumer.send(12, &fetch_request("wake", 0, 600_000)).await;
+    let mut producer = Client::connect(&broker).await;
+    producer
+        .call(
+            9,
+            &produce_request("wake", -1, batch(&[(None, "hello")], 1000)),
+        )
+        .await;
+    let response = consumer.recv::<FetchRequest>(12, fetch_id).await;
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0, "{partition:?}");
+    assert_eq!(partition.high_watermark, 1);
+    assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_and_acks_zero_gets_no_answer() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "order", 1, &[]).await;
+    // A fetch that waits, then requests that finish at once: answers still come in request order.
+    let fetch = client.send(12, &fetch_request("order", 0, 200)).await;
+    let silent = client
+        .send(
+            9,
+            &produce_request("order", 0, batch(&[(None, "quiet")], 1000)),
+        )
+        .await;
+    let versions = client.send(3, &ApiVersionsRequest::default()).await;
+    let metadata = client
+        .send(12, &MetadataRequest::default().with_topics(None))
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(client.recv_raw().await.0);
+    }
+    assert_eq!(seen, vec![fetch, versions, metadata]);
+    assert!(!seen.contains(&silent));
+    // The acks=0 record was stored all the same.
+    let response = client.call(12, &fetch_request("order", 0, 0)).await;
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+}
+
+#[tokio::test]
+async fn list_offsets_answers_earliest_latest_max_timestamp_and_by_time() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "times", 1, &[]).await;
+    for (i, ts) in [1000i64, 5000, 3000].iter().enumerate() {
+        let value = format!("v{i}");
+        client
+            .call(
+                9,
+                &produce_request("times", -1, batch(&[(None, &value)], *ts)),
+            )
+            .await;
+    }
+    let query = |timestamps: &[i64]| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(name("times"))
+                .with_partitions(
+                    timestamps
+                        .iter()
+                        .map(|&t| {
+                            list_offsets_request::ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(t)
+                        })
+                        .collect(),
+                )])
+    };
+    for version in [1, 7, 10] {
+        let response = client
+            .call(
+                version,
+                &query(&[-1, -2, -3, recent(2000), recent(5000), recent(9000)]),
+            )
+            .await;
+        let answers: Vec<(i16, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset))
+            .collect();
+        let expected_max_ts = if version >= 7 { 1 } else { answers[2].1 };
+        assert_eq!(
+            answers,
+            vec![
+                (0, 3),
+                (0, 0),
+                (0, expected_max_ts),
+                (0, 1),
+                (0, 1),
+                (0, -1)
+            ],
+            "v{version}"
+        );
+        if version >= 7 {
+            assert_eq!(response.topics[0].partitions[2].timestamp, recent(5000));
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "closing", 1, &[]).await;
+    let fetch = client.send(12, &fetch_request("closing", 0, 600_000)).await;
+    let versions = client.send(3, &ApiVersionsRequest::default()).await;
+    // Requests the broker has not read yet are not in flight; give it a moment to read these two. (If it
+    // has not, the test fails on a closed connection rather than passing wrongly.)
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    broker.stop.send(true).unwrap();
+    assert_eq!(client.recv_raw().await.0, fetch);
+    assert_eq!(client.recv_raw().await.0, versions);
+    broker.server.await.unwrap().unwrap();
+}
+
+// Several worker threads, so that concurrently running handlers could really overtake each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_produce_requests_are_appended_in_request_order() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "sequence", 1, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let value = format!("{i}");
+        let id = client
+            .send(
+                9,
+                &produce_request("sequence", -1, batch(&[(None, &value)], 1000)),
+            )
+            .await;
+        ids.push(id);
+    }
+    for (i, id) in ids.into_iter().enumerate() {
+        let response = client.recv::<ProduceRequest>(9, id).await;
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!((partition.error_code, partition.base_offset), (0, i as i64));
+    }
+}
+
+#[tokio::test]
+async fn fetch_returns_a_batch_larger_than_the_limits_but_then_stops() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "big", 2, &[]).await;
+    let large = "x".repeat(10_000);
+    for partition in 0..2 {
+        let mut request = produce_request("big", -1, batch(&[(None, &large)], 1000));
+        request.topic_data[0].partition_data[0].index = partition;
+        let response = client.call(9, &request).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+    let mut request = fetch_request("big", 0, 0).with_max_bytes(100);
+    let mut second = request.topics[0].partitions[0].clone().with_partition(1);
+    second.partition_max_bytes = 100;
+    request.topics[0].partitions[0].partition_max_bytes = 100;
+    request.topics[0].partitions.push(second);
+    let response = client.call(12, &request).await;
+    let partitions = &response.responses[0].partitions;
+    let sizes: Vec<usize> = partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .collect();
+    assert!(sizes[0] > 10_000, "the first batch comes whole: {sizes:?}");
+    assert_eq!(sizes[1], 0, "the budget is spent: {sizes:?}");
+    assert_eq!(partitions[1].high_watermark, 1);
+}
+
+#[tokio::test]
+async fn topics_can_be_named_by_id_in_metadata_and_produce() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "by-id", 1, &[]).await;
+    let id = client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+        .topics[0]
+        .topic_id;
+    let by_id = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(id),
+        metadata_request::MetadataRequestTopic::default()
+            .with_name(None)
+            .with_topic_id(uuid::Uuid::new_v4()),
+    ]));
+    let response = client.call(12, &by_id).await;
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(
+        response.topics[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("by-id")
+    );
+    assert_eq!(
+        response.topics[1].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+
+    let mut produce = produce_request("", -1, batch(&[(None, "v")], 1000));
+    produce.topic_data[0].topic_id = id;
+    let response = client.call(13, &produce).await;
+    assert_eq!(response.responses[0].topic_id, id);
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let mut unknown = produce_request("", -1, batch(&[(None, "v")], 1000));
+    unknown.topic_data[0].topic_id = uuid::Uuid::new_v4();
+    let response = client.call(13, &unknown).await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::UnknownTopicId.code()
+    );
+    let deleted = client
+        .call(
+            6,
+            &DeleteTopicsRequest::default().with_topics(vec![
+                delete_topics_request::DeleteTopicState::default()
+                    .with_name(None)
+                    .with_topic_id(id),
+            ]),
+        )
+        .await;
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(
+        deleted.responses[0].name.as_ref().map(|n| n.0.as_str()),
+        Some("by-id")
+    );
+    assert!(client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+        .topics
+        .is_empty());
+}

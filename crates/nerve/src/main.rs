@@ -1,0 +1,312 @@
+//! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use nerve_broker::{Broker, BrokerConfig, Server};
+use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore, LogStore, MetaStore, TopicConfig};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "nerve",
+    version,
+    about = "Nerve: a Kafka-compatible event streaming platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker. Settings come from the config file, overridden by NERVE_* environment variables,
+    /// overridden by flags.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file: `data_dir` at the top, broker settings under `[kafka]` (see docs/serve.md).
+    #[arg(long, env = "NERVE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where topics and metadata are stored [default: ./nerve-data].
+    #[arg(long, env = "NERVE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds [default: 0.0.0.0:9092].
+    #[arg(long, env = "NERVE_KAFKA_LISTEN", value_name = "HOST:PORT")]
+    kafka_listen: Option<String>,
+    /// Address clients are told to connect to (Kafka's advertised.listeners) [default: the listen address,
+    /// or 127.0.0.1 with the listen port when listening on all interfaces].
+    #[arg(long, env = "NERVE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Schema registry address (not served yet: accepted so scripts can pass it).
+    #[arg(long, env = "NERVE_REGISTRY_LISTEN", value_name = "HOST:PORT")]
+    registry_listen: Option<String>,
+    /// HTTP address for REST, metrics and console (not served yet: accepted so scripts can pass it).
+    #[arg(long, env = "NERVE_HTTP_LISTEN", value_name = "HOST:PORT")]
+    http_listen: Option<String>,
+}
+
+/// The config file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka: Option<KafkaSection>,
+}
+
+/// `[kafka]`: the broker's settings; `advertised_listener` is optional here so that its default can
+/// follow the listen address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct KafkaSection {
+    advertised_listener: Option<String>,
+    #[serde(flatten)]
+    rest: toml::Table,
+}
+
+fn main() -> Result<()> {
+    // Logs go to stderr, leaving stdout for what the command reports (where it listens, where data lives).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    }
+}
+
+/// The settings after file < env < flag precedence.
+struct Settings {
+    data_dir: PathBuf,
+    broker: BrokerConfig,
+}
+
+fn resolve(args: &ServeArgs) -> Result<Settings> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .with_context(|| format!("invalid config file {}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let (file_advertised, mut broker) = match file.kafka {
+        Some(section) => {
+            let broker: BrokerConfig = toml::Value::Table(section.rest)
+                .try_into()
+                .context("invalid [kafka] section in the config file")?;
+            (section.advertised_listener, broker)
+        }
+        None => (None, BrokerConfig::default()),
+    };
+    if let Some(listen) = &args.kafka_listen {
+        broker.listen = parse_addr(listen).context("invalid --kafka-listen")?;
+    }
+    broker.advertised_listener = match args.advertised_listener.clone().or(file_advertised) {
+        Some(advertised) => advertised,
+        None if broker.listen.ip().is_unspecified() => {
+            format!("127.0.0.1:{}", broker.listen.port())
+        }
+        None => broker.listen.to_string(),
+    };
+    broker.validate().context("invalid broker settings")?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from("./nerve-data"));
+    Ok(Settings { data_dir, broker })
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr> {
+    match text.to_socket_addrs()?.next() {
+        Some(addr) => Ok(addr),
+        None => bail!("{text} resolves to no address"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let Settings {
+        data_dir,
+        broker: config,
+    } = resolve(&args)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    let (meta, log) = open_stores(&data_dir, &config)?;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let broker = Broker::new(config, log, meta, stopped)
+        .await
+        .context("invalid broker settings")?;
+    let server = Server::bind(broker.clone()).await?;
+    let bound = server.local_addr()?;
+    println!(
+        "nerve: Kafka API on {bound} (advertised as {}), data in {}",
+        broker.config().advertised_listener,
+        data_dir.display()
+    );
+    for (what, addr) in [
+        ("schema registry", &args.registry_listen),
+        ("HTTP", &args.http_listen),
+    ] {
+        if let Some(addr) = addr {
+            println!("nerve: {what} on {addr} is not served yet");
+        }
+    }
+
+    let running = tokio::spawn(server.run());
+    wait_for_signal().await?;
+    tracing::info!("shutdown requested");
+    let _ = stop.send(true);
+    running.await.context("the server task failed")??;
+    println!("nerve: stopped");
+    Ok(())
+}
+
+fn open_stores(
+    data_dir: &Path,
+    config: &BrokerConfig,
+) -> Result<(Arc<dyn MetaStore>, Arc<dyn LogStore>)> {
+    let meta = LocalMetaStore::open(data_dir)
+        .with_context(|| format!("cannot open metadata in {}", data_dir.display()))?;
+    let mut topics: HashMap<String, Arc<TopicConfig>> = HashMap::new();
+    for topic in meta.topics() {
+        let topic_config = config
+            .topic_config(&topic.configs)
+            .with_context(|| format!("topic {} has an invalid config", topic.name))?;
+        topics.insert(topic.name, Arc::new(topic_config));
+    }
+    let log = LocalLogStore::open(data_dir, LocalConfig::default(), &topics)
+        .with_context(|| format!("cannot open the logs in {}", data_dir.display()))?;
+    for (tp, reason) in log.failed_partitions() {
+        tracing::error!(partition = %tp, reason, "partition is offline");
+    }
+    Ok((Arc::new(meta), Arc::new(log)))
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli = Cli::try_parse_from(["nerve", "serve"].iter().chain(args)).expect("valid flags");
+        match cli.command {
+            Command::Serve(args) => args,
+        }
+    }
+
+    fn config_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let file = config_file(
+            r#"
+            data_dir = "/from/file"
+            [kafka]
+            listen = "127.0.0.1:7000"
+            advertised_listener = "kafka.example:7000"
+            num_partitions = 3
+            auto_create_topics_enable = false
+            "#,
+        );
+        let path = file.path().to_str().unwrap();
+        let from_file = resolve(&serve_args(&["--config", path])).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(from_file.broker.listen.port(), 7000);
+        assert_eq!(from_file.broker.advertised_listener, "kafka.example:7000");
+        assert_eq!(from_file.broker.num_partitions, 3);
+        assert!(!from_file.broker.auto_create_topics_enable);
+
+        let flagged = resolve(&serve_args(&[
+            "--config",
+            path,
+            "--data-dir",
+            "/from/flag",
+            "--kafka-listen",
+            "127.0.0.1:7001",
+            "--advertised-listener",
+            "flag.example:7001",
+        ]))
+        .unwrap();
+        assert_eq!(flagged.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(flagged.broker.listen.port(), 7001);
+        assert_eq!(flagged.broker.advertised_listener, "flag.example:7001");
+        assert_eq!(flagged.broker.num_partitions, 3);
+    }
+
+    #[test]
+    fn without_settings_it_listens_on_9092_advertised_on_loopback() {
+        let settings = resolve(&serve_args(&["--kafka-listen", "0.0.0.0:9092"])).unwrap();
+        assert_eq!(settings.broker.listen, "0.0.0.0:9092".parse().unwrap());
+        assert_eq!(settings.broker.advertised_listener, "127.0.0.1:9092");
+        let specific = resolve(&serve_args(&["--kafka-listen", "127.0.0.2:9999"])).unwrap();
+        assert_eq!(specific.broker.advertised_listener, "127.0.0.2:9999");
+    }
+
+    #[test]
+    fn config_file_with_an_unknown_setting_is_refused() {
+        let file = config_file("[kafka]\nnum_partition = 3\n");
+        let args = serve_args(&["--config", file.path().to_str().unwrap()]);
+        assert!(resolve(&args).is_err());
+        let file = config_file("datadir = \"x\"\n");
+        let args = serve_args(&["--config", file.path().to_str().unwrap()]);
+        assert!(resolve(&args).is_err());
+    }
+
+    #[test]
+    fn help_documents_every_serve_flag() {
+        let help = {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            command
+                .find_subcommand_mut("serve")
+                .expect("serve exists")
+                .render_long_help()
+                .to_string()
+        };
+        for flag in [
+            "--data-dir",
+            "--kafka-listen",
+            "--advertised-listener",
+            "--config",
+            "NERVE_DATA_DIR",
+            "NERVE_KAFKA_LISTEN",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}
