@@ -61,7 +61,7 @@ pub enum StorageError {
         position: u64,
         reason: String,
     },
-    #[error("{tp} is offline after an earlier I/O failure: {reason}")]
+    #[error("{tp} is offline: {reason}")]
     PartitionOffline { tp: TopicPartition, reason: String },
     #[error("the store is closed")]
     Closed,

@@ -184,6 +184,10 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn set_partition_count(&self, name: &str, partitions: i32) -> Result<()>;
     /// Reserves `count` producer ids, never handed out before, even across restarts; returns the first.
     async fn allocate_producer_ids(&self, count: u32) -> Result<i64>;
+    /// The cluster id: the one stored, or else `if_absent`, stored now so that every later start (and every
+    /// broker sharing this store) reports the same id. Kafka keeps it in `meta.properties` for the same reason:
+    /// clients cache it and notice when a "cluster" suddenly becomes another.
+    async fn cluster_id(&self, if_absent: &str) -> Result<String>;
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 characters of ASCII letters, digits, `.`, `_` and `-`, and

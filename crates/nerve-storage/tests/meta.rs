@@ -131,3 +131,15 @@ fn a_corrupt_metadata_file_is_an_error_not_an_empty_cluster() {
     std::fs::write(dir.path().join("meta/cluster.json"), b"{ not json").unwrap();
     assert!(LocalMetaStore::open(dir.path()).is_err());
 }
+
+#[tokio::test]
+async fn the_cluster_id_is_stored_at_first_use_and_never_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    assert_eq!(meta.cluster_id("first").await.unwrap(), "first");
+    assert_eq!(meta.cluster_id("second").await.unwrap(), "first");
+    drop(meta);
+
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    assert_eq!(meta.cluster_id("third").await.unwrap(), "first");
+}

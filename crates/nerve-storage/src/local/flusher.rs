@@ -145,21 +145,18 @@ fn run(shared: &Shared) {
 /// commit into several); appends that arrive meanwhile are caught by the check at the end, which queues the
 /// partition again. Returns whether it must be synced again.
 fn sync(partition: &Partition) -> bool {
-    let (files, target, generation) = {
-        let mut state = partition.state.lock();
-        let mut files = std::mem::take(&mut state.unsynced);
-        files.push(state.active().file.clone());
-        (files, state.end_position(), state.generation)
+    let (file, target, generation) = {
+        let state = partition.state.lock();
+        let file = state.active().file.clone();
+        (file, state.end_position(), state.generation)
     };
-    for file in &files {
-        if let Err(e) = file.sync_data() {
-            // After a failed fsync the kernel may have dropped the dirty pages, so a retry could report
-            // success for data that is gone. The only safe answer is to stop accepting writes.
-            tracing::error!(partition = %partition.tp, error = %e, "fdatasync failed; taking the partition offline");
-            partition.fail(format!("fdatasync failed: {e}"));
-            partition.queued.store(false, Ordering::Release);
-            return false;
-        }
+    if let Err(e) = file.sync_data() {
+        // After a failed fsync the kernel may have dropped the dirty pages, so a retry could report success
+        // for data that is gone. The only safe answer is to stop accepting writes.
+        tracing::error!(partition = %partition.tp, error = %e, "fdatasync failed; taking the partition offline");
+        partition.fail(format!("fdatasync failed: {e}"));
+        partition.queued.store(false, Ordering::Release);
+        return false;
     }
     let mut state = partition.state.lock();
     if state.generation == generation {
@@ -167,7 +164,7 @@ fn sync(partition: &Partition) -> bool {
     }
     // Under the lock, so an append either wrote before this check (and is seen here) or will find the flag
     // cleared and queue the partition itself.
-    if state.end_position() != target || !state.unsynced.is_empty() {
+    if state.end_position() != target {
         return true;
     }
     partition.queued.store(false, Ordering::Release);
@@ -178,8 +175,7 @@ fn sync(partition: &Partition) -> bool {
 /// the last step of closing a store.
 pub(crate) fn sync_all(partition: &Partition) -> crate::error::Result<()> {
     let (files, target) = {
-        let mut state = partition.state.lock();
-        state.unsynced.clear();
+        let state = partition.state.lock();
         let files: Vec<_> = state
             .segments
             .iter()

@@ -20,6 +20,9 @@ struct Document {
     topics: BTreeMap<String, TopicMeta>,
     /// The first producer id not handed out yet.
     next_producer_id: i64,
+    /// Set at the first start; absent in documents written before it existed, which get one then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
 }
 
 /// [`MetaStore`] on local files.
@@ -121,6 +124,19 @@ impl MetaStore for LocalMetaStore {
             None => Err(StorageError::UnknownTopicOrPartition(
                 crate::TopicPartition::new(name, -1),
             )),
+        })
+    }
+
+    async fn cluster_id(&self, if_absent: &str) -> Result<String> {
+        let stored = self.doc.lock().cluster_id.clone();
+        if let Some(id) = stored {
+            return Ok(id);
+        }
+        self.update(|doc| {
+            Ok(doc
+                .cluster_id
+                .get_or_insert_with(|| if_absent.to_string())
+                .clone())
         })
     }
 

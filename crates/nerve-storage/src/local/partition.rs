@@ -40,8 +40,6 @@ pub(crate) struct PartitionState {
     pub(crate) segments: Vec<Segment>,
     pub(crate) log_start: i64,
     pub(crate) hw: Position,
-    /// Closed segments whose bytes the flusher has not synced yet.
-    pub(crate) unsynced: Vec<Arc<File>>,
     pub(crate) producers: ProducerStates,
     /// Bumped by truncation and deletion, so that a sync that started before one does not move `hw` onto
     /// bytes that are gone.
@@ -178,7 +176,6 @@ impl Partition {
                 segment_base: 0,
                 byte: 0,
             },
-            unsynced: Vec::new(),
             producers,
             generation: 0,
             cleaned_up_to: 0,
@@ -395,10 +392,19 @@ impl Partition {
         Ok(())
     }
 
-    /// Closes the active segment (indexes written, its bytes handed to the flusher) and opens a new one at
-    /// the log end, with a producer-state snapshot beside it.
+    /// Closes the active segment (indexes written, and under `always` or `interval` its bytes synced) and
+    /// opens a new one at the log end, with a producer-state snapshot beside it.
     pub(crate) fn roll(&self, state: &mut PartitionState, now: i64) -> Result<()> {
         let base = state.log_end();
+        if state.config.fsync != FsyncPolicy::Never {
+            // Only the active segment may end in a torn write, which recovery cuts off; a closed segment with
+            // a torn tail would be taken for corruption. So a segment is durable before the next one begins.
+            let old = state.active();
+            if let Err(e) = old.file.sync_data() {
+                self.fail(format!("fdatasync failed: {e}"));
+                return Err(StorageError::io(&old.path, e));
+            }
+        }
         let snapshot = serde_json::to_vec(&state.producers).map_err(|e| StorageError::Io {
             path: self.dir.clone(),
             source: std::io::Error::other(e),
@@ -410,11 +416,6 @@ impl Partition {
             // An untracked empty segment left behind would look like the active one on the next open.
             let _ = fs::remove_file(&segment.path);
             return Err(e);
-        }
-        let old = state.active().file.clone();
-        match state.config.fsync {
-            FsyncPolicy::Never => {}
-            FsyncPolicy::Always | FsyncPolicy::Interval => state.unsynced.push(old),
         }
         state.segments.push(segment);
         if state.config.fsync != FsyncPolicy::Always {
