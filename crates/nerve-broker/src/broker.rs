@@ -15,6 +15,8 @@ pub struct Broker {
     pub(crate) meta: Arc<dyn MetaStore>,
     /// `(host, port)` from `advertised_listener`, parsed once.
     pub(crate) advertised: (String, u16),
+    /// The cluster id, as stored with the metadata (see [`BrokerConfig::cluster_id`]).
+    pub(crate) cluster_id: String,
     /// Serializes topic creation and deletion, whose metadata and partition logs change in two steps.
     topic_changes: Mutex<()>,
     shutdown: watch::Receiver<bool>,
@@ -31,11 +33,25 @@ impl Broker {
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
         config.validate()?;
         let advertised = config.advertised_host_port()?;
+        let proposed = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
+        let cluster_id = meta
+            .cluster_id(&proposed)
+            .await
+            .map_err(crate::config::ConfigError::ClusterIdStore)?;
+        if let Some(configured) = &config.cluster_id {
+            if *configured != cluster_id {
+                return Err(crate::config::ConfigError::ClusterIdMismatch {
+                    configured: configured.clone(),
+                    stored: cluster_id,
+                });
+            }
+        }
         let broker = Broker {
             config,
             log,
             meta,
             advertised,
+            cluster_id,
             topic_changes: Mutex::new(()),
             shutdown,
         };
@@ -133,6 +149,81 @@ impl Broker {
         Ok(meta)
     }
 
+    /// Grows a topic to `count` partitions: metadata first, then the new partitions' logs, created with the
+    /// topic's config (a crash in between is repaired at the next start by `create_missing_partitions`).
+    /// `validate_only` stops after the checks. Returns the previous partition count.
+    pub(crate) async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<i32, PartitionsError> {
+        let _guard = self.topic_changes.lock().await;
+        let meta = self
+            .meta
+            .topic(name)
+            .ok_or_else(|| PartitionsError::UnknownTopic(name.to_string()))?;
+        if count <= meta.partitions {
+            return Err(PartitionsError::NotLarger {
+                current: meta.partitions,
+                requested: count,
+            });
+        }
+        if validate_only {
+            return Ok(meta.partitions);
+        }
+        let config = Arc::new(self.config.topic_config(&meta.configs)?);
+        self.meta.set_partition_count(name, count).await?;
+        for partition in meta.partitions..count {
+            let tp = TopicPartition::new(name, partition);
+            match self.log.create_partition(&tp, config.clone()).await {
+                Ok(()) => {}
+                // Left behind by an earlier topic of this name whose deletion did not finish.
+                Err(StorageError::PartitionAlreadyExists(_)) => {
+                    tracing::warn!(partition = %tp, "replacing a stale partition log");
+                    self.log.delete_partition(&tp).await?;
+                    self.log.create_partition(&tp, config.clone()).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::info!(
+            topic = name,
+            from = meta.partitions,
+            to = count,
+            "added partitions"
+        );
+        Ok(meta.partitions)
+    }
+
+    /// Changes a topic's config overrides: `change` computes the new set from the current one (under the lock
+    /// that serializes topic changes, so concurrent changes do not lose each other's updates); the result is
+    /// validated over the broker's topic defaults, stored, then applied to the live partitions.
+    /// `validate_only` stops after the checks.
+    pub(crate) async fn change_topic_configs<E: From<StorageError>>(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, E>,
+    ) -> Result<(), E> {
+        let _guard = self.topic_changes.lock().await;
+        let meta = self
+            .meta
+            .topic(name)
+            .ok_or_else(|| StorageError::UnknownTopicOrPartition(TopicPartition::new(name, -1)))?;
+        let overrides = change(&meta.configs)?;
+        let config = Arc::new(self.config.topic_config(&overrides)?);
+        if validate_only {
+            return Ok(());
+        }
+        self.meta.set_topic_configs(name, overrides).await?;
+        // Stored first: the stored overrides are what every start applies, so if applying them live fails the
+        // client hears it, and a retry or the next start brings the partitions in line.
+        self.log.set_topic_config(name, config).await?;
+        tracing::info!(topic = name, "changed topic configs");
+        Ok(())
+    }
+
     /// Deletes a topic: metadata first (so it disappears for clients at once), then its logs.
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<TopicMeta, StorageError> {
         let _guard = self.topic_changes.lock().await;
@@ -148,5 +239,50 @@ impl Broker {
         }
         tracing::info!(topic = name, id = %meta.id, "deleted topic");
         Ok(meta)
+    }
+}
+
+/// Why partitions could not be added.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PartitionsError {
+    #[error("the topic has {current} partitions; the new count {requested} must be larger")]
+    NotLarger { current: i32, requested: i32 },
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A new cluster id in Kafka's form: a random UUID as 22 characters of URL-safe base64 without padding
+/// (what `kafka-storage random-uuid` prints), so tools that display or parse it see a familiar shape.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    // 128 bits make 21 whole sextets and 2 bits left over, which base64 pads with zeros on the right.
+    (0..22)
+        .map(|i| {
+            let sextet = if i < 21 {
+                (bits >> (122 - 6 * i)) & 0x3f
+            } else {
+                (bits & 0x3) << 4
+            };
+            char::from(ALPHABET[sextet as usize])
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_cluster_ids_look_like_kafkas() {
+        let a = new_cluster_id();
+        let b = new_cluster_id();
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(a, b);
     }
 }

@@ -30,8 +30,11 @@ pub struct BrokerConfig {
     pub transaction_max_timeout_ms: i32,
     /// Requests of one connection decoded and in progress at once; answers still go out in request order.
     pub max_in_flight_per_connection: usize,
-    /// The cluster id reported in Metadata.
-    pub cluster_id: String,
+    /// `cluster.id`: the id Metadata and DescribeCluster report. Unset, the id stored with the metadata is
+    /// used, and a new one is generated and stored at the first start. Set, it must match the stored one (as
+    /// Kafka refuses a `cluster.id` that differs from its `meta.properties`): a broker pointed at another
+    /// cluster's data is a mistake to stop at, not to serve.
+    pub cluster_id: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -46,7 +49,7 @@ impl Default for BrokerConfig {
             topic_defaults: BTreeMap::new(),
             transaction_max_timeout_ms: 900_000,
             max_in_flight_per_connection: 16,
-            cluster_id: "nerve-cluster".to_string(),
+            cluster_id: None,
         }
     }
 }
@@ -62,6 +65,10 @@ pub enum ConfigError {
     MaxInFlight,
     #[error("invalid topic default: {0}")]
     TopicDefault(#[from] nerve_storage::StorageError),
+    #[error("cluster_id {configured:?} differs from {stored:?}, the id stored with this data")]
+    ClusterIdMismatch { configured: String, stored: String },
+    #[error("cannot read or store the cluster id: {0}")]
+    ClusterIdStore(nerve_storage::StorageError),
 }
 
 impl BrokerConfig {

@@ -8,7 +8,8 @@
 //! Running requests concurrently must not reorder their effects, which Kafka (processing one request per
 //! connection at a time) never does: a producer pipelines several Produce requests to one partition and
 //! relies on them being appended in order. So requests that change state (Produce, CreateTopics,
-//! DeleteTopics, InitProducerId) run one after another in request order, and every request starts only
+//! DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteRecords, InitProducerId) run
+//! one after another in request order, and every request starts only
 //! after the state-changing requests before it have finished (a Metadata after a CreateTopics sees the
 //! topic). Read-only requests never wait for each other or hold anything up.
 //!
@@ -111,7 +112,14 @@ struct WriteOrder {
 fn changes_state(api: ApiKey) -> bool {
     matches!(
         api,
-        ApiKey::Produce | ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::InitProducerId
+        ApiKey::Produce
+            | ApiKey::CreateTopics
+            | ApiKey::DeleteTopics
+            | ApiKey::CreatePartitions
+            | ApiKey::AlterConfigs
+            | ApiKey::IncrementalAlterConfigs
+            | ApiKey::DeleteRecords
+            | ApiKey::InitProducerId
     )
 }
 

@@ -9,7 +9,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use nerve_broker::{Broker, BrokerConfig, Server};
-use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore};
+use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore, MetaStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -18,30 +18,66 @@ struct TestBroker {
     addr: std::net::SocketAddr,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), nerve_broker::ServerError>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start() -> TestBroker {
-    let dir = tempfile::tempdir().unwrap();
-    let meta = LocalMetaStore::open(dir.path()).unwrap();
-    let log = LocalLogStore::open(dir.path(), LocalConfig::default(), &Default::default()).unwrap();
-    let config = BrokerConfig {
+    start_in(tempfile::tempdir().unwrap(), |_, _| {}).await
+}
+
+/// A broker over `dir` (possibly holding an earlier broker's data) with settings adjusted by `configure`.
+async fn start_in(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut BrokerConfig, &mut LocalConfig),
+) -> TestBroker {
+    match try_start_in(dir, configure).await {
+        Ok(broker) => broker,
+        Err((e, _)) => panic!("broker did not start: {e}"),
+    }
+}
+
+async fn try_start_in(
+    dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut BrokerConfig, &mut LocalConfig),
+) -> Result<TestBroker, (nerve_broker::ConfigError, tempfile::TempDir)> {
+    let mut config = BrokerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         advertised_listener: "nerve.test:19092".into(),
         topic_defaults: BTreeMap::from([("fsync".into(), "never".into())]),
         ..BrokerConfig::default()
     };
+    let mut local = LocalConfig::default();
+    configure(&mut config, &mut local);
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    let mut topics = std::collections::HashMap::new();
+    for topic in meta.topics() {
+        topics.insert(
+            topic.name.clone(),
+            Arc::new(config.topic_config(&topic.configs).unwrap()),
+        );
+    }
+    let log = LocalLogStore::open(dir.path(), local, &topics).unwrap();
     let (stop, stopped) = watch::channel(false);
-    let broker = Broker::new(config, Arc::new(log), Arc::new(meta), stopped)
-        .await
-        .unwrap();
+    let broker = match Broker::new(config, Arc::new(log), Arc::new(meta), stopped).await {
+        Ok(broker) => broker,
+        Err(e) => return Err((e, dir)),
+    };
     let server = Server::bind(broker).await.unwrap();
     let addr = server.local_addr().unwrap();
-    TestBroker {
+    Ok(TestBroker {
         addr,
         stop,
         server: tokio::spawn(server.run()),
-        _dir: dir,
+        dir,
+    })
+}
+
+impl TestBroker {
+    /// Shuts the broker down cleanly and hands back its data directory for the next one.
+    async fn shut_down(self) -> tempfile::TempDir {
+        self.stop.send(true).unwrap();
+        self.server.await.unwrap().unwrap();
+        self.dir
     }
 }
 
@@ -779,4 +815,901 @@ async fn topics_can_be_named_by_id_in_metadata_and_produce() {
         .await
         .topics
         .is_empty());
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Admin APIs: CreatePartitions, DescribeConfigs, AlterConfigs, IncrementalAlterConfigs, DeleteRecords,
+// DescribeCluster, OffsetForLeaderEpoch.
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+fn partitions_of(metadata: &MetadataResponse, topic: &str) -> Vec<(i32, i32)> {
+    metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_epoch))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn metadata(client: &mut Client) -> MetadataResponse {
+    client
+        .call(12, &MetadataRequest::default().with_topics(None))
+        .await
+}
+
+fn grow_to(topic: &str, count: i32) -> create_partitions_request::CreatePartitionsTopic {
+    create_partitions_request::CreatePartitionsTopic::default()
+        .with_name(name(topic))
+        .with_count(count)
+}
+
+#[tokio::test]
+async fn create_partitions_only_grows_and_new_partitions_take_records() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "growing", 1, &[("retention.ms", "123456")]).await;
+
+    let dry_run = CreatePartitionsRequest::default()
+        .with_validate_only(true)
+        .with_topics(vec![grow_to("growing", 3)]);
+    let response = client.call(3, &dry_run).await;
+    assert_eq!(
+        response.results.len(),
+        1,
+        "a result per topic, validate_only too"
+    );
+    assert_eq!(response.results[0].error_code, 0);
+    assert_eq!(
+        partitions_of(&metadata(&mut client).await, "growing").len(),
+        1
+    );
+
+    for version in [0, 3] {
+        let target = if version == 0 { 2 } else { 3 };
+        let request = CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![grow_to("growing", target)]);
+        let response = client.call(version, &request).await;
+        assert_eq!(response.results[0].error_code, 0, "v{version}");
+        assert_eq!(response.results[0].name, name("growing"));
+    }
+    assert_eq!(
+        partitions_of(&metadata(&mut client).await, "growing"),
+        vec![(0, 0), (1, 0), (2, 0)],
+        "three partitions, each at leader epoch 0"
+    );
+
+    let mut produce = produce_request("growing", -1, batch(&[(None, "new")], 1000));
+    produce.topic_data[0].partition_data[0].index = 2;
+    let response = client.call(9, &produce).await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+
+    // The new partition runs with the topic's config: the override is still in force.
+    let configs = describe_topic(&mut client, 4, "growing").await;
+    assert_eq!(value_of(&configs, "retention.ms"), "123456");
+
+    let request = CreatePartitionsRequest::default().with_topics(vec![
+        grow_to("growing", 3),
+        grow_to("growing-not", 5),
+        grow_to("twice", 2),
+        grow_to("twice", 3),
+    ]);
+    let response = client.call(3, &request).await;
+    let codes: Vec<i16> = response.results.iter().map(|r| r.error_code).collect();
+    assert_eq!(
+        codes,
+        vec![
+            ResponseError::InvalidPartitions.code(),
+            ResponseError::UnknownTopicOrPartition.code(),
+            ResponseError::InvalidRequest.code(),
+            ResponseError::InvalidRequest.code(),
+        ]
+    );
+    assert!(response.results[0]
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains('3')));
+
+    // Assignments: one per new partition, to node 0 alone.
+    let assigned = |brokers: Vec<i32>| {
+        create_partitions_request::CreatePartitionsAssignment::default()
+            .with_broker_ids(brokers.into_iter().map(BrokerId).collect())
+    };
+    let request = CreatePartitionsRequest::default().with_topics(vec![
+        grow_to("growing", 4).with_assignments(Some(vec![assigned(vec![1])]))
+    ]);
+    let response = client.call(3, &request).await;
+    assert_eq!(
+        response.results[0].error_code,
+        ResponseError::InvalidReplicaAssignment.code()
+    );
+    let request = CreatePartitionsRequest::default().with_topics(vec![
+        grow_to("growing", 4).with_assignments(Some(vec![assigned(vec![0])]))
+    ]);
+    let response = client.call(3, &request).await;
+    assert_eq!(response.results[0].error_code, 0);
+    assert_eq!(
+        partitions_of(&metadata(&mut client).await, "growing").len(),
+        4
+    );
+}
+
+fn describe_request(
+    resources: Vec<(i8, &str)>,
+    synonyms: bool,
+    documentation: bool,
+) -> DescribeConfigsRequest {
+    DescribeConfigsRequest::default()
+        .with_include_synonyms(synonyms)
+        .with_include_documentation(documentation)
+        .with_resources(
+            resources
+                .into_iter()
+                .map(|(kind, n)| {
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(kind)
+                        .with_resource_name(StrBytes::from_string(n.to_string()))
+                        .with_configuration_keys(None)
+                })
+                .collect(),
+        )
+}
+
+async fn describe_topic(
+    client: &mut Client,
+    version: i16,
+    topic: &str,
+) -> Vec<describe_configs_response::DescribeConfigsResourceResult> {
+    let response = client
+        .call(
+            version,
+            &describe_request(vec![(TOPIC, topic)], false, false),
+        )
+        .await;
+    assert_eq!(
+        response.results[0].error_code, 0,
+        "{:?}",
+        response.results[0]
+    );
+    response.results[0].configs.clone()
+}
+
+fn entry<'a>(
+    configs: &'a [describe_configs_response::DescribeConfigsResourceResult],
+    config: &str,
+) -> &'a describe_configs_response::DescribeConfigsResourceResult {
+    configs
+        .iter()
+        .find(|c| c.name.as_str() == config)
+        .unwrap_or_else(|| panic!("{config} is not described"))
+}
+
+fn value_of(
+    configs: &[describe_configs_response::DescribeConfigsResourceResult],
+    config: &str,
+) -> String {
+    entry(configs, config)
+        .value
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+/// Kafka's ConfigSource codes.
+const DYNAMIC_TOPIC_CONFIG: i8 = 1;
+const STATIC_BROKER_CONFIG: i8 = 4;
+const DEFAULT_CONFIG: i8 = 5;
+
+#[tokio::test]
+async fn describe_configs_lists_every_topic_config_with_its_source() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "described", 1, &[("retention.ms", "1000")]).await;
+
+    for version in [1, 2, 3, 4] {
+        // include_documentation exists from v3.
+        let request = describe_request(
+            vec![(TOPIC, "described"), (TOPIC, "absent")],
+            true,
+            version >= 3,
+        );
+        let response = client.call(version, &request).await;
+        assert_eq!(response.results.len(), 2);
+        let described = &response.results[0];
+        assert_eq!(described.error_code, 0, "v{version}");
+        assert_eq!(described.resource_name.as_str(), "described");
+        let names: Vec<&str> = described.configs.iter().map(|c| c.name.as_str()).collect();
+        let every: Vec<&str> = nerve_storage::TOPIC_CONFIGS
+            .iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, every, "v{version}: every config, not only those set");
+        for config in &described.configs {
+            assert!(!config.read_only && !config.is_sensitive, "{config:?}");
+            assert!(config.value.is_some(), "{config:?}");
+            let expected_source = match config.name.as_str() {
+                "retention.ms" => DYNAMIC_TOPIC_CONFIG,
+                // The test broker sets `fsync` in its topic defaults.
+                "fsync" => STATIC_BROKER_CONFIG,
+                _ => DEFAULT_CONFIG,
+            };
+            assert_eq!(config.config_source, expected_source, "{config:?}");
+            assert_eq!(
+                config.synonyms.first().map(|s| s.source),
+                Some(expected_source),
+                "the synonym in force comes first: {config:?}"
+            );
+            if version >= 3 {
+                assert!(config.documentation.is_some(), "{config:?}");
+                assert_ne!(config.config_type, 0, "{config:?}");
+            }
+        }
+        let retention = entry(&described.configs, "retention.ms");
+        assert_eq!(retention.value.as_deref(), Some("1000"));
+        let synonyms: Vec<(&str, i8)> = retention
+            .synonyms
+            .iter()
+            .map(|s| (s.name.as_str(), s.source))
+            .collect();
+        assert_eq!(
+            synonyms,
+            vec![
+                ("retention.ms", DYNAMIC_TOPIC_CONFIG),
+                ("log.retention.ms", DEFAULT_CONFIG)
+            ]
+        );
+        assert_eq!(
+            entry(&described.configs, "cleanup.policy").value.as_deref(),
+            Some("delete")
+        );
+        assert_eq!(
+            response.results[1].error_code,
+            ResponseError::UnknownTopicOrPartition.code()
+        );
+        assert!(response.results[1].configs.is_empty());
+    }
+
+    // Without synonyms and documentation asked, none come; named keys narrow the answer.
+    let mut request = describe_request(vec![(TOPIC, "described")], false, false);
+    request.resources[0].configuration_keys = Some(vec![
+        StrBytes::from_static_str("cleanup.policy"),
+        StrBytes::from_static_str("no.such.config"),
+    ]);
+    let response = client.call(4, &request).await;
+    let configs = &response.results[0].configs;
+    assert_eq!(configs.len(), 1);
+    assert!(configs[0].synonyms.is_empty() && configs[0].documentation.is_none());
+    // An empty list of keys asks for all of them, as null does.
+    request.resources[0].configuration_keys = Some(Vec::new());
+    let response = client.call(4, &request).await;
+    assert_eq!(
+        response.results[0].configs.len(),
+        nerve_storage::TOPIC_CONFIGS.len()
+    );
+}
+
+#[tokio::test]
+async fn describe_configs_shows_the_broker_settings_read_only() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let request = describe_request(
+        vec![(BROKER, "0"), (BROKER, "7"), (BROKER, "")],
+        true,
+        false,
+    );
+    let response = client.call(4, &request).await;
+    let node = &response.results[0];
+    assert_eq!(node.error_code, 0);
+    for (config, value) in [
+        ("auto.create.topics.enable", "true"),
+        ("num.partitions", "1"),
+        ("socket.request.max.bytes", "104857600"),
+        ("advertised.listeners", "PLAINTEXT://nerve.test:19092"),
+        ("log.retention.ms", "604800000"),
+        ("log.fsync", "never"),
+    ] {
+        let found = entry(&node.configs, config);
+        assert_eq!(found.value.as_deref(), Some(value), "{config}");
+    }
+    assert!(node.configs.iter().all(|c| c.read_only));
+    assert_eq!(
+        entry(&node.configs, "num.partitions").config_source,
+        DEFAULT_CONFIG
+    );
+    assert_eq!(
+        entry(&node.configs, "advertised.listeners").config_source,
+        STATIC_BROKER_CONFIG
+    );
+    assert_eq!(
+        response.results[1].error_code,
+        ResponseError::InvalidRequest.code(),
+        "another node's id"
+    );
+    assert_eq!(response.results[2].error_code, 0, "cluster defaults: none");
+    assert!(response.results[2].configs.is_empty());
+}
+
+fn alter_request(topic: &str, configs: &[(&str, Option<&str>)]) -> AlterConfigsRequest {
+    AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_string()))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+#[tokio::test]
+async fn alter_configs_replaces_the_whole_set_of_overrides() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(
+        &mut client,
+        "altered",
+        1,
+        &[("retention.ms", "1000"), ("segment.ms", "5000")],
+    )
+    .await;
+
+    let dry_run =
+        alter_request("altered", &[("retention.bytes", Some("4096"))]).with_validate_only(true);
+    let response = client.call(2, &dry_run).await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let configs = describe_topic(&mut client, 4, "altered").await;
+    assert_eq!(
+        value_of(&configs, "retention.ms"),
+        "1000",
+        "validate_only changes nothing"
+    );
+
+    for version in [0, 1, 2] {
+        let request = alter_request(
+            "altered",
+            &[("cleanup.policy", Some("compact")), ("segment.ms", None)],
+        );
+        let response = client.call(version, &request).await;
+        assert_eq!(response.responses[0].error_code, 0, "v{version}");
+        assert_eq!(response.responses[0].resource_type, TOPIC);
+        assert_eq!(response.responses[0].resource_name.as_str(), "altered");
+    }
+    let configs = describe_topic(&mut client, 4, "altered").await;
+    assert_eq!(value_of(&configs, "cleanup.policy"), "compact");
+    assert_eq!(
+        entry(&configs, "cleanup.policy").config_source,
+        DYNAMIC_TOPIC_CONFIG
+    );
+    // Not named: back to the default, as with Kafka's AlterConfigs.
+    assert_eq!(value_of(&configs, "retention.ms"), "604800000");
+    assert_eq!(
+        entry(&configs, "retention.ms").config_source,
+        DEFAULT_CONFIG
+    );
+    assert_eq!(entry(&configs, "segment.ms").config_source, DEFAULT_CONFIG);
+
+    // In force at once: a compacted topic refuses a record without a key.
+    let response = client
+        .call(
+            9,
+            &produce_request("altered", -1, batch(&[(None, "keyless")], 1000)),
+        )
+        .await;
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code,
+        ResponseError::InvalidRecord.code()
+    );
+
+    let bad = client
+        .call(
+            2,
+            &alter_request("altered", &[("retention.ms", Some("soon"))]),
+        )
+        .await;
+    assert_eq!(
+        bad.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    assert!(bad.responses[0]
+        .error_message
+        .as_ref()
+        .is_some_and(|m| m.contains("retention.ms")));
+    let unknown = client
+        .call(
+            2,
+            &alter_request("altered", &[("no.such.config", Some("1"))]),
+        )
+        .await;
+    assert_eq!(
+        unknown.responses[0].error_code,
+        ResponseError::InvalidConfig.code()
+    );
+    let absent = client
+        .call(2, &alter_request("absent", &[("retention.ms", Some("1"))]))
+        .await;
+    assert_eq!(
+        absent.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let configs = describe_topic(&mut client, 4, "altered").await;
+    assert_eq!(
+        value_of(&configs, "cleanup.policy"),
+        "compact",
+        "refusals change nothing"
+    );
+
+    let mut to_broker = alter_request("0", &[("num.partitions", Some("3"))]);
+    to_broker.resources[0].resource_type = BROKER;
+    let response = client.call(2, &to_broker).await;
+    assert_eq!(
+        response.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    assert!(response.responses[0].error_message.is_some());
+}
+
+/// One IncrementalAlterConfigs change: config name, operation, value.
+type Change<'a> = (&'a str, i8, Option<&'a str>);
+
+/// IncrementalAlterConfigs operations.
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+fn incremental_request(
+    kind: i8,
+    resource: &str,
+    ops: &[Change<'_>],
+) -> IncrementalAlterConfigsRequest {
+    IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(StrBytes::from_string(resource.to_string()))
+            .with_configs(
+                ops.iter()
+                    .map(|(k, op, v)| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_config_operation(*op)
+                            .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+#[tokio::test]
+async fn incremental_alter_configs_sets_deletes_appends_and_subtracts() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "stepwise", 1, &[("segment.ms", "5000")]).await;
+
+    let steps: &[(&[Change<'_>], &str, &str)] = &[
+        (
+            &[("retention.ms", SET, Some("2000"))],
+            "retention.ms",
+            "2000",
+        ),
+        (
+            &[("cleanup.policy", APPEND, Some("compact"))],
+            "cleanup.policy",
+            "delete,compact",
+        ),
+        (
+            &[("cleanup.policy", APPEND, Some("compact"))],
+            "cleanup.policy",
+            "delete,compact",
+        ),
+        (
+            &[("cleanup.policy", SUBTRACT, Some("delete"))],
+            "cleanup.policy",
+            "compact",
+        ),
+        (
+            &[("retention.ms", DELETE, None)],
+            "retention.ms",
+            "604800000",
+        ),
+    ];
+    for (i, (ops, config, expected)) in steps.iter().enumerate() {
+        let version = (i % 2) as i16;
+        let response = client
+            .call(version, &incremental_request(TOPIC, "stepwise", ops))
+            .await;
+        assert_eq!(
+            response.responses[0].error_code, 0,
+            "step {i}: {:?}",
+            response.responses[0]
+        );
+        let configs = describe_topic(&mut client, 4, "stepwise").await;
+        assert_eq!(value_of(&configs, config), *expected, "step {i}");
+    }
+    let configs = describe_topic(&mut client, 4, "stepwise").await;
+    assert_eq!(
+        value_of(&configs, "segment.ms"),
+        "5000",
+        "untouched overrides stay"
+    );
+    assert_eq!(
+        entry(&configs, "retention.ms").config_source,
+        DEFAULT_CONFIG
+    );
+
+    let dry_run = incremental_request(TOPIC, "stepwise", &[("segment.ms", SET, Some("9000"))])
+        .with_validate_only(true);
+    assert_eq!(client.call(1, &dry_run).await.responses[0].error_code, 0);
+    let configs = describe_topic(&mut client, 4, "stepwise").await;
+    assert_eq!(
+        value_of(&configs, "segment.ms"),
+        "5000",
+        "validate_only changes nothing"
+    );
+
+    let refused: &[(&[Change<'_>], ResponseError)] = &[
+        (
+            &[("retention.ms", APPEND, Some("1"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            &[("retention.ms", SET, Some("-7"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            &[("no.such.config", SET, Some("1"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            &[("cleanup.policy", SUBTRACT, Some("compact"))],
+            ResponseError::InvalidConfig,
+        ),
+        (
+            &[("retention.ms", SET, None)],
+            ResponseError::InvalidRequest,
+        ),
+        (
+            &[("retention.ms", 9, Some("1"))],
+            ResponseError::InvalidRequest,
+        ),
+        (
+            &[
+                ("retention.ms", SET, Some("1")),
+                ("retention.ms", SET, Some("2")),
+            ],
+            ResponseError::InvalidRequest,
+        ),
+    ];
+    for (ops, error) in refused {
+        let response = client
+            .call(1, &incremental_request(TOPIC, "stepwise", ops))
+            .await;
+        assert_eq!(response.responses[0].error_code, error.code(), "{ops:?}");
+        assert!(response.responses[0].error_message.is_some(), "{ops:?}");
+    }
+    let response = client
+        .call(
+            1,
+            &incremental_request(TOPIC, "absent", &[("retention.ms", SET, Some("1"))]),
+        )
+        .await;
+    assert_eq!(
+        response.responses[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    let response = client
+        .call(
+            1,
+            &incremental_request(BROKER, "0", &[("num.partitions", SET, Some("3"))]),
+        )
+        .await;
+    assert_eq!(
+        response.responses[0].error_code,
+        ResponseError::InvalidRequest.code()
+    );
+    let configs = describe_topic(&mut client, 4, "stepwise").await;
+    assert_eq!(
+        value_of(&configs, "cleanup.policy"),
+        "compact",
+        "refusals change nothing"
+    );
+}
+
+async fn earliest_offset(client: &mut Client, topic: &str) -> i64 {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-2),
+            ])]);
+    let response = client.call(7, &request).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    response.topics[0].partitions[0].offset
+}
+
+#[tokio::test]
+async fn a_lowered_retention_ms_removes_old_segments_at_the_next_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_in(dir, |_, local| {
+        local.retention_check_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let mut client = Client::connect(&broker).await;
+    // Small segments, so that each batch closes one and retention has whole segments to remove.
+    create_topic(&mut client, "expiring", 1, &[("segment.bytes", "100")]).await;
+    let payload = "x".repeat(200);
+    for _ in 0..4 {
+        let response = client
+            .call(
+                9,
+                &produce_request("expiring", -1, batch(&[(None, &payload)], 1000)),
+            )
+            .await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    }
+    assert_eq!(earliest_offset(&mut client, "expiring").await, 0);
+
+    // The records are an hour old; a minute of retention makes every closed segment expired.
+    let response = client
+        .call(
+            1,
+            &incremental_request(TOPIC, "expiring", &[("retention.ms", SET, Some("60000"))]),
+        )
+        .await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let started = std::time::Instant::now();
+    while earliest_offset(&mut client, "expiring").await == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "retention never removed a segment"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+fn delete_records_request(topic: &str, targets: &[(i32, i64)]) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(
+                targets
+                    .iter()
+                    .map(|&(partition, offset)| {
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(partition)
+                            .with_offset(offset)
+                    })
+                    .collect(),
+            )])
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_low_watermark() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "trimmed", 2, &[]).await;
+    for i in 0..5 {
+        let value = format!("v{i}");
+        client
+            .call(
+                9,
+                &produce_request("trimmed", -1, batch(&[(None, &value)], 1000)),
+            )
+            .await;
+    }
+
+    let response = client
+        .call(
+            0,
+            &delete_records_request("trimmed", &[(0, 3), (1, 0), (7, 0)]),
+        )
+        .await;
+    let answers: Vec<(i32, i16, i64)> = response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.error_code, p.low_watermark))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (0, 0, 3),
+            (1, 0, 0),
+            (7, ResponseError::UnknownTopicOrPartition.code(), -1)
+        ]
+    );
+    assert_eq!(earliest_offset(&mut client, "trimmed").await, 3);
+    let fetched = client.call(12, &fetch_request("trimmed", 0, 0)).await;
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        ResponseError::OffsetOutOfRange.code(),
+        "deleted records cannot be read"
+    );
+    let fetched = client.call(12, &fetch_request("trimmed", 3, 0)).await;
+    assert_eq!(fetched.responses[0].partitions[0].log_start_offset, 3);
+
+    for (version, offset, expected) in [
+        (1, 2, (0, 3)), // below the log start: nothing changes
+        (2, 99, (ResponseError::OffsetOutOfRange.code(), -1)),
+        (2, -7, (ResponseError::OffsetOutOfRange.code(), -1)),
+        (2, -1, (0, 5)), // -1: up to the high watermark
+    ] {
+        let response = client
+            .call(version, &delete_records_request("trimmed", &[(0, offset)]))
+            .await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), expected, "offset {offset}");
+    }
+
+    create_topic(
+        &mut client,
+        "compacted",
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await;
+    let response = client
+        .call(2, &delete_records_request("compacted", &[(0, 0)]))
+        .await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        ResponseError::PolicyViolation.code()
+    );
+    let response = client
+        .call(2, &delete_records_request("absent", &[(0, 0)]))
+        .await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+}
+
+#[tokio::test]
+async fn describe_cluster_names_this_node_as_broker_and_controller_with_a_stable_id() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    let metadata_id = metadata(&mut client).await.cluster_id.unwrap().to_string();
+    assert_eq!(
+        metadata_id.len(),
+        22,
+        "a generated Kafka-style id: {metadata_id}"
+    );
+    for version in [0, 1, 2] {
+        let response = client
+            .call(
+                version,
+                &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+            )
+            .await;
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.cluster_id.as_str(), metadata_id);
+        assert_eq!(response.controller_id, BrokerId(0));
+        assert_eq!(response.brokers.len(), 1);
+        assert_eq!(response.brokers[0].broker_id, BrokerId(0));
+        assert_eq!(response.brokers[0].host.as_str(), "nerve.test");
+        assert_eq!(response.brokers[0].port, 19092);
+        assert!(response.cluster_authorized_operations > 0);
+    }
+    let controllers = client
+        .call(1, &DescribeClusterRequest::default().with_endpoint_type(2))
+        .await;
+    assert_eq!(controllers.error_code, 0);
+    assert_eq!(controllers.endpoint_type, 2);
+    assert_eq!(controllers.cluster_authorized_operations, i32::MIN);
+    let bogus = client
+        .call(1, &DescribeClusterRequest::default().with_endpoint_type(9))
+        .await;
+    assert_eq!(
+        bogus.error_code,
+        ResponseError::UnsupportedEndpointType.code()
+    );
+
+    // The id is stored: a restart reports the same one, and a configured id that differs is refused.
+    let dir = broker.shut_down().await;
+    let broker = start_in(dir, |_, _| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let response = client.call(2, &DescribeClusterRequest::default()).await;
+    assert_eq!(response.cluster_id.as_str(), metadata_id);
+    let dir = broker.shut_down().await;
+    match try_start_in(dir, |config, _| config.cluster_id = Some("another".into())).await {
+        Err((nerve_broker::ConfigError::ClusterIdMismatch { stored, .. }, _)) => {
+            assert_eq!(stored, metadata_id)
+        }
+        Err((other, _)) => panic!("wrong refusal: {other}"),
+        Ok(_) => panic!("a broker started with another cluster's data"),
+    }
+}
+
+fn epoch_request(topic: &str, queries: &[(i32, i32, i32)]) -> OffsetForLeaderEpochRequest {
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(
+                    queries
+                        .iter()
+                        .map(|&(partition, current, requested)| {
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(partition)
+                                .with_current_leader_epoch(current)
+                                .with_leader_epoch(requested)
+                        })
+                        .collect(),
+                ),
+        ])
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_ends_epoch_zero_at_the_log_end() {
+    let broker = start().await;
+    let mut client = Client::connect(&broker).await;
+    create_topic(&mut client, "epochs", 1, &[]).await;
+    for i in 0..3 {
+        let value = format!("v{i}");
+        client
+            .call(
+                9,
+                &produce_request("epochs", -1, batch(&[(None, &value)], 1000)),
+            )
+            .await;
+    }
+    for version in [2, 3, 4] {
+        let request = epoch_request("epochs", &[(0, 0, 0), (0, -1, 0), (0, 0, -1), (3, 0, 0)]);
+        let response = client.call(version, &request).await;
+        let answers: Vec<(i16, i32, i64)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (0, 0, 3),
+                (0, 0, 3),
+                (0, -1, -1),
+                (ResponseError::UnknownTopicOrPartition.code(), -1, -1)
+            ],
+            "v{version}"
+        );
+    }
+    // ListOffsets (v4+) reports the same epoch for the offsets it finds.
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(name("epochs"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1),
+            ])]);
+    let latest = client.call(7, &request).await;
+    assert_eq!(
+        (
+            latest.topics[0].partitions[0].offset,
+            latest.topics[0].partitions[0].leader_epoch
+        ),
+        (3, 0)
+    );
+
+    let response = client.call(4, &epoch_request("absent", &[(0, 0, 0)])).await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
 }

@@ -1,4 +1,7 @@
-//! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine.
+//! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine;
+//! `nerve topic`, `nerve produce` and `nerve consume` are its command-line client (see `cli`).
+
+mod cli;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -28,6 +31,12 @@ enum Command {
     /// Run the broker. Settings come from the config file, overridden by NERVE_* environment variables,
     /// overridden by flags.
     Serve(ServeArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topic(cli::topic::TopicArgs),
+    /// Write lines of stdin to a topic, one record per line.
+    Produce(cli::produce::ProduceArgs),
+    /// Print a topic's records (no consumer group: partitions are assigned directly).
+    Consume(cli::consume::ConsumeArgs),
 }
 
 #[derive(Args)]
@@ -72,18 +81,36 @@ struct KafkaSection {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The server logs what it does; a client command speaks only when something is wrong, so that its
+    // stdout and stderr are what the command reports.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     // Logs go to stderr, leaving stdout for what the command reports (where it listens, where data lives).
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .init();
-    let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args)),
+    let client_result = match cli.command {
+        Command::Serve(args) => {
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            return runtime.block_on(serve(args));
+        }
+        Command::Topic(args) => cli::topic::run(args),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+    };
+    // One line a user can act on, not a backtrace-like chain over several lines.
+    if let Err(e) = client_result {
+        eprintln!("nerve: {e:#}");
+        std::process::exit(1);
     }
+    Ok(())
 }
 
 /// The settings after file < env < flag precedence.
@@ -222,6 +249,7 @@ mod tests {
         let cli = Cli::try_parse_from(["nerve", "serve"].iter().chain(args)).expect("valid flags");
         match cli.command {
             Command::Serve(args) => args,
+            _ => unreachable!("parsed as serve"),
         }
     }
 

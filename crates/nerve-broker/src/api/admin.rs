@@ -1,28 +1,34 @@
-//! CreateTopics and DeleteTopics.
+//! CreateTopics, DeleteTopics and CreatePartitions.
 //!
 //! CreateTopics checks everything before creating anything: the name, the partition count (`-1` means
 //! `num.partitions`), the replication factor (one node: `-1` or `1`), manual assignments (only to this
 //! node) and the configs (Kafka names, validated by the storage's `TopicConfig`). `validate_only` stops
 //! there. Every creation gets a new topic id, so a deleted and re-created topic is a different topic.
+//!
+//! CreatePartitions only grows a topic (`INVALID_PARTITIONS` otherwise, as Kafka); the new partitions run with
+//! the topic's config. Every topic of the request gets a result, `validate_only` included.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{
-    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use nerve_storage::{StorageError, TOPIC_CONFIGS};
 use nerve_wire::frame::RequestFrame;
 
 use super::{decode, message, respond, topic_name};
-use crate::broker::Broker;
+use crate::broker::{Broker, PartitionsError};
 use crate::error::{storage_error_code, RequestError};
 
 /// Kafka's `ConfigSource` values as CreateTopics v5+ reports them.
@@ -243,4 +249,93 @@ pub(crate) async fn delete_topics(
         .with_throttle_time_ms(0)
         .with_responses(results);
     respond(&request, &response)
+}
+
+pub(crate) async fn create_partitions(
+    broker: &Broker,
+    request: RequestFrame,
+) -> Result<Bytes, RequestError> {
+    let body: CreatePartitionsRequest = decode(&request)?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for topic in &body.topics {
+        *seen.entry(topic.name.0.to_string()).or_default() += 1;
+    }
+    let mut results = Vec::with_capacity(body.topics.len());
+    for topic in body.topics {
+        let result = CreatePartitionsTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_error_message(None);
+        let outcome = if seen.get(topic.name.0.as_str()).copied().unwrap_or(0) > 1 {
+            // As CreateTopics: every copy of a name given twice is refused.
+            Err((
+                ResponseError::InvalidRequest,
+                "the topic is named more than once in the request".to_string(),
+            ))
+        } else {
+            grow(broker, topic, body.validate_only).await
+        };
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((error, why)) => result
+                .with_error_code(error.code())
+                .with_error_message(message(why)),
+        });
+    }
+    let response = CreatePartitionsResponse::default()
+        .with_throttle_time_ms(0)
+        .with_results(results);
+    respond(&request, &response)
+}
+
+async fn grow(
+    broker: &Broker,
+    topic: CreatePartitionsTopic,
+    validate_only: bool,
+) -> Result<(), (ResponseError, String)> {
+    let name = topic.name.0.as_str();
+    // Null asks for the broker's placement; so does an empty list (which some clients send for "none").
+    if let Some(assignments) = topic.assignments.as_ref().filter(|a| !a.is_empty()) {
+        // One assignment per new partition, each to this node alone: the only placement one node has. The
+        // count of new partitions is checked against the topic under its lock, below.
+        let node = broker.config.node_id;
+        if !assignments
+            .iter()
+            .all(|a| a.broker_ids.len() == 1 && *a.broker_ids[0] == node)
+        {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!("new partitions can only be assigned to node {node} alone"),
+            ));
+        }
+        let current = broker.meta.topic(name).map_or(0, |t| t.partitions);
+        let added = i64::from(topic.count) - i64::from(current);
+        if added > 0 && usize::try_from(added).ok() != Some(assignments.len()) {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "{} assignments given for {added} new partitions",
+                    assignments.len()
+                ),
+            ));
+        }
+    }
+    match broker
+        .create_partitions(name, topic.count, validate_only)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e @ PartitionsError::NotLarger { .. }) => {
+            Err((ResponseError::InvalidPartitions, e.to_string()))
+        }
+        Err(e @ PartitionsError::UnknownTopic(_)) => {
+            Err((ResponseError::UnknownTopicOrPartition, e.to_string()))
+        }
+        Err(PartitionsError::Storage(e)) => {
+            let code = storage_error_code(&e);
+            if code == ResponseError::KafkaStorageError {
+                tracing::error!(topic = %name, error = %e, "adding partitions failed");
+            }
+            Err((code, e.to_string()))
+        }
+    }
 }

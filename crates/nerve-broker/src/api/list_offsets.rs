@@ -26,6 +26,7 @@ const LATEST_TIERED: i64 = -5;
 
 pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
     let body: ListOffsetsRequest = decode(&request)?;
+    let version = request.api_version();
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -37,7 +38,13 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
                 Ok((offset, timestamp)) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)
-                    .with_leader_epoch(-1),
+                    // The epoch of the batch holding the offset (v4+; older versions have no field, and
+                    // the codec refuses a value other than unknown there): 0 for every batch.
+                    .with_leader_epoch(if offset >= 0 && version >= 4 {
+                        super::LEADER_EPOCH
+                    } else {
+                        -1
+                    }),
                 Err(e) => response
                     .with_error_code(e.code())
                     .with_offset(-1)

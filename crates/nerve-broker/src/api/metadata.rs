@@ -62,9 +62,7 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             .with_node_id(BrokerId(broker.config.node_id))
             .with_host(StrBytes::from_string(host.clone()))
             .with_port(i32::from(*port))])
-        .with_cluster_id(Some(StrBytes::from_string(
-            broker.config.cluster_id.clone(),
-        )))
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics);
     respond(&request, &response)
@@ -105,9 +103,11 @@ async fn by_name(broker: &Broker, name: &str, allow_auto_create: bool) -> Metada
     }
 }
 
-/// A topic as Metadata describes it. Leader epochs are reported as unknown (-1): with one node there are no
-/// leader changes to fence, and an unknown epoch keeps clients from validating positions with
-/// OffsetForLeaderEpoch, which Nerve does not implement yet.
+/// A topic as Metadata describes it. Every partition's leader epoch is 0, the epoch stored in every batch and
+/// answered by OffsetForLeaderEpoch: a single node never changes leaders, so the epoch never moves. A known
+/// epoch is what Kafka always reports; with it clients validate a position (a committed offset, or after a
+/// reconnect) against the log end and detect a log that lost its tail (an unclean stop with `fsync=never`)
+/// instead of only finding out through `OFFSET_OUT_OF_RANGE`.
 fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
     let node = BrokerId(broker.config.node_id);
     let partitions = (0..meta.partitions)
@@ -115,7 +115,7 @@ fn describe(broker: &Broker, meta: &TopicMeta) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(index)
                 .with_leader_id(node)
-                .with_leader_epoch(-1)
+                .with_leader_epoch(super::LEADER_EPOCH)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

@@ -14,14 +14,24 @@ use crate::error::RequestError;
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
+pub(crate) mod configs;
+pub(crate) mod delete_records;
+pub(crate) mod describe_cluster;
 pub(crate) mod fetch;
+pub(crate) mod leader_epoch;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
 pub(crate) mod produce;
 pub(crate) mod producer_id;
 
+/// The leader epoch of every partition: a single node leads every partition from its creation on and never
+/// hands leadership over, so the epoch never moves from 0 (the epoch stored in every batch).
+pub(crate) const LEADER_EPOCH: i32 = 0;
+
 /// The APIs Nerve answers and their version ranges, as ApiVersions advertises them. Each range lies within
-/// what kafka-protocol can decode and encode (Kafka 4.1's).
+/// what kafka-protocol can decode and encode (Kafka 4.1's), and the admin APIs take all of it: Kafka 4 dropped
+/// the versions below these (DescribeConfigs v0, OffsetForLeaderEpoch v0-v1), and today's clients
+/// (librdkafka 2.x, Java 3.x, kafka-python, kafkajs) negotiate a version inside each range.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 18),
@@ -31,6 +41,13 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The versions of `api` Nerve implements, if any.
@@ -72,6 +89,15 @@ pub(crate) async fn handle(
         ApiKey::CreateTopics => admin::create_topics(broker, request).await.map(Some),
         ApiKey::DeleteTopics => admin::delete_topics(broker, request).await.map(Some),
         ApiKey::InitProducerId => producer_id::handle(broker, request).await.map(Some),
+        ApiKey::CreatePartitions => admin::create_partitions(broker, request).await.map(Some),
+        ApiKey::DescribeConfigs => configs::describe(broker, request).map(Some),
+        ApiKey::AlterConfigs => configs::alter(broker, request).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => {
+            configs::alter_incremental(broker, request).await.map(Some)
+        }
+        ApiKey::DeleteRecords => delete_records::handle(broker, request).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, request).map(Some),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request).map(Some),
         other => Err(RequestError::UnsupportedApi(other)),
     }
 }

@@ -223,3 +223,317 @@ pub fn record(i: usize) -> TestRecord {
         ],
     )
 }
+
+// Helpers for the fault-injection tests (durability.rs, idempotence.rs): brokers restarted on a fixed port,
+// killed or stopped without assertions, and logs read back whole.
+
+/// A port for a broker that is restarted on it. Below the kernel's ephemeral range (32768 and up on Linux),
+/// so that while the broker is down no client's outgoing connection can take it as its local port, which
+/// would keep the broker from binding it again.
+pub fn restartable_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A free port from the kernel's ephemeral range.
+pub fn any_free_port() -> u16 {
+    free_port()
+}
+
+impl Nerve {
+    /// Starts a broker on `port` with `data_dir` and more `nerve serve` flags (e.g. `--advertised-listener`),
+    /// and waits until it accepts connections.
+    pub fn start_on(data_dir: &Path, port: u16, extra_args: &[String]) -> Nerve {
+        let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--kafka-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nerve starts");
+        let mut nerve = Nerve {
+            child: Some(child),
+            port,
+            data_dir: data_dir.to_path_buf(),
+        };
+        nerve.wait_until_accepting();
+        nerve
+    }
+
+    /// SIGKILL: the process ends at once, in the middle of whatever it was doing. Returns once it is gone.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL sent");
+        child.wait().expect("nerve reaped");
+    }
+
+    /// Sends SIGTERM and returns how the process exited, without judging it. A process that has not exited
+    /// within [`PATIENCE`] is killed and the test fails.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.as_ref().expect("running").id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let started = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(exit) = child.try_wait().expect("nerve's status") {
+                self.child = None;
+                return exit;
+            }
+            // Drop kills the process.
+            assert!(
+                started.elapsed() < PATIENCE,
+                "nerve did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Creates a topic through the admin API of the broker at `bootstrap`.
+pub fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    create_topic_with_configs(bootstrap, name, partitions, &[]);
+}
+
+/// Creates a topic with config overrides (Kafka names) through the admin API of the broker at `bootstrap`.
+pub fn create_topic_with_configs(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
+    let results = futures::executor::block_on(admin.create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(PATIENCE)),
+    ))
+    .expect("create topics answered");
+    for result in results {
+        result.expect("topic created");
+    }
+}
+
+/// One record as stored: where it is, its key and its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Reads partitions `0..partitions` of `topic` from the beginning up to their high watermarks (as they are
+/// when this starts), with an assign-only consumer. One vector per partition, in offset order.
+pub fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<Vec<Stored>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "nerve-test-assign-only")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    let mut highs = Vec::new();
+    for partition in 0..partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, PATIENCE)
+            .expect("watermarks");
+        highs.push(high);
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out: Vec<Vec<Stored>> = vec![Vec::new(); highs.len()];
+    let next = |out: &Vec<Vec<Stored>>, p: usize| out[p].last().map_or(0, |r| r.offset + 1);
+    let started = Instant::now();
+    while (0..highs.len()).any(|p| next(&out, p) < highs[p]) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "reading {topic} stalled: read up to {:?} of high watermarks {highs:?}",
+            (0..highs.len()).map(|p| next(&out, p)).collect::<Vec<_>>()
+        );
+        match consumer.poll(Timeout::After(Duration::from_millis(500))) {
+            Some(Ok(message)) => {
+                let p = usize::try_from(message.partition()).expect("partition");
+                if message.offset() < highs[p] {
+                    out[p].push(Stored {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    });
+                }
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// What the delivery reports of a [`recording_producer`] said, by record number (each record is sent with
+/// its number as the delivery opaque).
+#[derive(Default)]
+pub struct Deliveries {
+    /// Acknowledged records: number -> (partition, offset) as the acknowledgement reported them.
+    pub acked: std::sync::Mutex<std::collections::BTreeMap<u64, (i32, i64)>>,
+    /// Records whose delivery failed: number -> the error.
+    pub failed: std::sync::Mutex<std::collections::BTreeMap<u64, String>>,
+    /// Records reported more than once (librdkafka promises one report per record).
+    pub reported_twice: std::sync::Mutex<Vec<u64>>,
+}
+
+impl Deliveries {
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until more than `count` records are acknowledged.
+    pub fn wait_for_more_than(&self, count: usize) {
+        let started = Instant::now();
+        while self.acked_count() <= count {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "no more than {count} records were ever acknowledged; failures: {:?}",
+                self.failed
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .take(5)
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A producer context that keeps every delivery report in [`Deliveries`].
+pub struct DeliveryRecorder(pub std::sync::Arc<Deliveries>);
+
+impl rdkafka::ClientContext for DeliveryRecorder {}
+
+impl rdkafka::producer::ProducerContext for DeliveryRecorder {
+    type DeliveryOpaque = Box<u64>;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, number: Box<u64>) {
+        let number = *number;
+        let twice = match result {
+            Ok(message) => self
+                .0
+                .acked
+                .lock()
+                .unwrap()
+                .insert(number, (message.partition(), message.offset()))
+                .is_some(),
+            Err((e, _)) => self
+                .0
+                .failed
+                .lock()
+                .unwrap()
+                .insert(number, e.to_string())
+                .is_some(),
+        };
+        if twice {
+            self.0.reported_twice.lock().unwrap().push(number);
+        }
+    }
+}
+
+pub type RecordingProducer = rdkafka::producer::ThreadedProducer<DeliveryRecorder>;
+
+/// A producer whose delivery reports land in the returned [`Deliveries`]. Settings: `extra` over these
+/// defaults: idempotence on, `acks=all`, and a 60 s delivery timeout, long enough to ride over restarts.
+pub fn recording_producer(
+    bootstrap: &str,
+    extra: &[(&str, &str)],
+) -> (RecordingProducer, std::sync::Arc<Deliveries>) {
+    let deliveries = std::sync::Arc::new(Deliveries::default());
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "60000")
+        // Reconnect to a restarted broker soon rather than after librdkafka's backoff of up to 10 s.
+        .set("reconnect.backoff.ms", "20")
+        .set("reconnect.backoff.max.ms", "200");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let producer = config
+        .create_with_context(DeliveryRecorder(deliveries.clone()))
+        .expect("producer");
+    (producer, deliveries)
+}
+
+/// Queues record `number` (payload: the number in decimal) with `key`, to `partition` if given (else the
+/// key decides), waiting while the producer's queue is full.
+pub fn send_numbered(
+    producer: &RecordingProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: &str,
+    number: u64,
+) {
+    let payload = number.to_string();
+    let mut record = rdkafka::producer::BaseRecord::with_opaque_to(topic, Box::new(number))
+        .key(key)
+        .payload(&payload);
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    let started = Instant::now();
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                back,
+            )) => {
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "the producer queue stayed full"
+                );
+                record = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => panic!("record {number} not queued: {e}"),
+        }
+    }
+}
+
+/// The record number in a payload written by [`send_numbered`].
+pub fn number_of(stored: &Stored) -> u64 {
+    let payload = stored.payload.as_deref().expect("a payload");
+    std::str::from_utf8(payload)
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{stored:?} has a payload that was never sent"))
+}

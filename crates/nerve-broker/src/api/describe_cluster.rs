@@ -1,0 +1,63 @@
+//! DescribeCluster: the cluster id, this node (the only broker) and the controller (this node too).
+//!
+//! The cluster id is the one stored with the metadata, the same Metadata reports. A combined single node is
+//! both a broker and the controller, so both endpoint types (v1+: 1 brokers, 2 controllers) are answered
+//! with it.
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::protocol::StrBytes;
+use nerve_wire::frame::RequestFrame;
+
+use super::{decode, message, respond};
+use crate::broker::Broker;
+use crate::error::RequestError;
+
+const ENDPOINT_BROKERS: i8 = 1;
+const ENDPOINT_CONTROLLERS: i8 = 2;
+
+/// What `cluster_authorized_operations` says when the client did not ask (Kafka's "not requested").
+const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
+
+/// Without an authorizer every operation on the cluster is allowed, and Kafka then reports all that apply to
+/// the cluster resource: CREATE (5), ALTER (7), DESCRIBE (8), CLUSTER_ACTION (9), DESCRIBE_CONFIGS (10),
+/// ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12), CREATE_TOKENS (13) and DESCRIBE_TOKENS (14), as a bit field.
+const CLUSTER_OPERATIONS: i32 =
+    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14;
+
+pub(crate) fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+    let body: DescribeClusterRequest = decode(&request)?;
+    let response = DescribeClusterResponse::default()
+        .with_throttle_time_ms(0)
+        .with_endpoint_type(body.endpoint_type)
+        .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()));
+    let response = if matches!(body.endpoint_type, ENDPOINT_BROKERS | ENDPOINT_CONTROLLERS) {
+        let (host, port) = &broker.advertised;
+        let node = BrokerId(broker.config.node_id);
+        response
+            .with_error_message(None)
+            .with_controller_id(node)
+            .with_brokers(vec![DescribeClusterBroker::default()
+                .with_broker_id(node)
+                .with_host(StrBytes::from_string(host.clone()))
+                .with_port(i32::from(*port))
+                .with_rack(None)])
+            .with_cluster_authorized_operations(if body.include_cluster_authorized_operations {
+                CLUSTER_OPERATIONS
+            } else {
+                OPERATIONS_NOT_REQUESTED
+            })
+    } else {
+        response
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(message(format!(
+                "endpoint type {} is neither brokers (1) nor controllers (2)",
+                body.endpoint_type
+            )))
+            .with_controller_id(BrokerId(-1))
+            .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
+    };
+    respond(&request, &response)
+}

@@ -1,0 +1,295 @@
+//! The command-line client: `nerve topic`, `nerve produce` and `nerve consume`.
+//!
+//! The client side is librdkafka (the `rdkafka` crate), so these commands speak plain Kafka protocol and work
+//! against any Kafka cluster as well as against Nerve. librdkafka retries forever and logs every retry; a
+//! person at a terminal wants one line saying what is wrong instead. So every command first asks for the
+//! cluster's metadata with a short deadline ([`ClientArgs::connect_timeout`]) and names the address when
+//! that fails, and librdkafka's own log lines go to `tracing` at debug level (`RUST_LOG=librdkafka=debug`
+//! shows them).
+
+pub(crate) mod consume;
+pub(crate) mod produce;
+mod record_format;
+mod timestamp;
+pub(crate) mod topic;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use rdkafka::client::Client;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
+use rdkafka::metadata::Metadata;
+use rdkafka::ClientContext;
+
+/// How long an admin request may take once the broker is known to be reachable: creating a topic waits
+/// for its partitions, but nothing here should take anywhere near this long.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the broker is, shared by every client command.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct ClientArgs {
+    /// The broker to connect to (any Kafka broker works).
+    #[arg(
+        long,
+        env = "NERVE_BOOTSTRAP",
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    pub(crate) bootstrap: String,
+    /// Seconds to wait for the broker to answer before giving up.
+    #[arg(
+        long,
+        env = "NERVE_CONNECT_TIMEOUT",
+        default_value_t = 5,
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub(crate) connect_timeout: u64,
+}
+
+impl ClientArgs {
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout)
+    }
+
+    /// The settings every client shares.
+    pub(crate) fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", "nerve-cli")
+            .set(
+                "socket.connection.setup.timeout.ms",
+                (self.connect_timeout * 1000).to_string(),
+            )
+            // A closed idle connection is routine, not news.
+            .set("log.connection.close", "false")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        config
+    }
+
+    /// The settings of a consumer that is assigned partitions and never joins a group. librdkafka's
+    /// consumer API needs a group id even for assign(); with no subscribe() and no commits it is unused.
+    pub(crate) fn consumer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", "nerve-cli")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Looking at a topic must not create it.
+            .set("allow.auto.create.topics", "false");
+        config
+    }
+
+    /// The cluster's metadata for every topic, or the error a user can act on: the broker is not
+    /// reachable at this address. Asking for every topic never auto-creates one. `poll` serves the
+    /// client's queued events: rdkafka delivers librdkafka's log lines, which say why a connection
+    /// failed, only when the client is polled.
+    pub(crate) fn probe<C: ClientContext>(
+        &self,
+        client: &Client<C>,
+        log: &ClientLog,
+        poll: impl FnOnce(),
+    ) -> Result<Metadata> {
+        client
+            .fetch_metadata(None, self.connect_timeout())
+            .map_err(|e| {
+                poll();
+                self.unreachable(e, log)
+            })
+    }
+
+    fn unreachable(&self, error: KafkaError, log: &ClientLog) -> anyhow::Error {
+        let why = match log.last_error() {
+            Some(reason) => tidy(&reason),
+            // The code's own text ("Local: Broker transport failure") without the Rust enum's name.
+            None => match error.rdkafka_error_code() {
+                Some(code) => code.to_string(),
+                None => error.to_string(),
+            },
+        };
+        anyhow!(
+            "cannot reach the broker at {} within {} s: {why}",
+            self.bootstrap,
+            self.connect_timeout
+        )
+    }
+}
+
+/// librdkafka's reason without its thread and broker prefixes and its state suffix:
+/// "[thrd:h:1/bootstrap]: h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after
+/// 0ms in state CONNECT)" becomes "Connect to ipv4#127.0.0.1:1 failed: Connection refused".
+fn tidy(reason: &str) -> String {
+    let mut text = reason;
+    if let Some(rest) = text
+        .strip_prefix("[thrd:")
+        .and_then(|t| t.split_once("]: "))
+    {
+        text = rest.1;
+    }
+    if let Some((broker, rest)) = text.split_once(": ") {
+        if broker.contains('/') && !broker.contains(' ') {
+            text = rest;
+        }
+    }
+    if let Some(at) = text.rfind(" (after ") {
+        text = &text[..at];
+    }
+    text.to_string()
+}
+
+/// The client context of every CLI client: librdkafka's logs go to `tracing` at debug level, and the last
+/// error it reported is kept to explain a failure (librdkafka's "Connection refused" says more than
+/// "timed out").
+#[derive(Default)]
+pub(crate) struct ClientLog {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientLog {
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for ClientLog {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, fac, "{log_message}");
+        // A failed connection is logged as "FAIL" ("Connect to ipv4#127.0.0.1:9092 failed: Connection
+        // refused"), which says more than the metadata request's "transport failure".
+        let serious = matches!(
+            level,
+            RDKafkaLogLevel::Emerg
+                | RDKafkaLogLevel::Alert
+                | RDKafkaLogLevel::Critical
+                | RDKafkaLogLevel::Error
+                | RDKafkaLogLevel::Warning
+        );
+        if fac == "FAIL" && serious {
+            self.remember(log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, "{reason}");
+        self.remember(reason);
+    }
+}
+
+impl ClientLog {
+    fn remember(&self, reason: &str) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_string());
+    }
+}
+
+impl ConsumerContext for ClientLog {}
+
+/// One topic's partitions as the metadata shows them.
+pub(crate) struct TopicPartitions {
+    pub(crate) name: String,
+    pub(crate) partitions: Vec<PartitionMetadata>,
+}
+
+pub(crate) struct PartitionMetadata {
+    pub(crate) id: i32,
+    pub(crate) leader: i32,
+    pub(crate) replicas: Vec<i32>,
+    pub(crate) isr: Vec<i32>,
+}
+
+/// Finds `name` in the metadata, or says that it does not exist.
+pub(crate) fn find_topic(metadata: &Metadata, name: &str) -> Result<TopicPartitions> {
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name && t.error().is_none())
+        .ok_or_else(|| {
+            anyhow!("topic {name} does not exist (create it with `nerve topic create {name}`)")
+        })?;
+    let mut partitions: Vec<PartitionMetadata> = topic
+        .partitions()
+        .iter()
+        .map(|p| PartitionMetadata {
+            id: p.id(),
+            leader: p.leader(),
+            replicas: p.replicas().to_vec(),
+            isr: p.isr().to_vec(),
+        })
+        .collect();
+    partitions.sort_by_key(|p| p.id);
+    Ok(TopicPartitions {
+        name: name.to_string(),
+        partitions,
+    })
+}
+
+impl TopicPartitions {
+    /// Checks a `--partition` flag against the topic.
+    pub(crate) fn check_partition(&self, partition: i32) -> Result<()> {
+        if self.partitions.iter().any(|p| p.id == partition) {
+            return Ok(());
+        }
+        Err(anyhow!(
+            "topic {} has no partition {partition} (it has {}, numbered from 0)",
+            self.name,
+            self.partitions.len()
+        ))
+    }
+}
+
+/// "1 record", "2 records".
+pub(crate) fn records(n: u64) -> String {
+    if n == 1 {
+        "1 record".to_string()
+    } else {
+        format!("{n} records")
+    }
+}
+
+/// Parses `KEY=VALUE` (split at the first `=`), for `--config` and `--header`.
+pub(crate) fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_reasons_lose_their_prefixes() {
+        assert_eq!(
+            tidy(
+                "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 \
+                 failed: Connection refused (after 0ms in state CONNECT)"
+            ),
+            "Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+        );
+        assert_eq!(tidy("Broker: Unknown error"), "Broker: Unknown error");
+    }
+
+    #[test]
+    fn key_value_splits_at_the_first_equals_sign() {
+        assert_eq!(
+            parse_key_value("a=b=c"),
+            Ok(("a".to_string(), "b=c".to_string()))
+        );
+        assert_eq!(parse_key_value("a="), Ok(("a".to_string(), String::new())));
+        assert!(parse_key_value("a").is_err());
+        assert!(parse_key_value("=b").is_err());
+    }
+}
