@@ -74,7 +74,12 @@ impl Segment {
             .truncate(true)
             .open(&path)
             .map_err(|e| StorageError::io(&path, e))?;
-        Ok(Segment {
+        Ok(Segment::empty(file, path, base_offset, now_ms))
+    }
+
+    /// A segment with no batches, over `file`.
+    fn empty(file: File, path: PathBuf, base_offset: i64, now_ms: i64) -> Segment {
+        Segment {
             base_offset,
             file: Arc::new(file),
             path,
@@ -87,7 +92,7 @@ impl Segment {
             roll_base_timestamp: -1,
             created_ms: now_ms,
             bytes_since_index: 0,
-        })
+        }
     }
 
     /// Opens an existing segment file without looking at its contents.
@@ -115,20 +120,7 @@ impl Segment {
         index_interval: u32,
         now_ms: i64,
     ) -> Segment {
-        let mut segment = Segment {
-            base_offset,
-            file: Arc::new(file),
-            path,
-            size: 0,
-            next_offset: base_offset,
-            index: OffsetIndex::default(),
-            time_index: TimeIndex::default(),
-            max_timestamp: -1,
-            max_timestamp_batch: base_offset,
-            roll_base_timestamp: -1,
-            created_ms: now_ms,
-            bytes_since_index: 0,
-        };
+        let mut segment = Segment::empty(file, path, base_offset, now_ms);
         for b in batches {
             segment.note_appended(&b.header, b.position, index_interval);
         }
