@@ -1,7 +1,7 @@
 //! Crash safety: batches acknowledged under `fsync=always` survive the process being killed with SIGKILL at
 //! any moment, and no partial batch ever becomes visible.
 //!
-//! The test re-executes its own binary as a child process that runs only [`crash_child_appender`]: the
+//! The test re-executes its own binary as a child process that runs only the child half ([`run_child`]): the
 //! child opens the store, appends batches from several concurrent tasks and prints one `ACK` line per
 //! acknowledged append. The parent kills it at a random moment, opens the same directory itself, checks every
 //! batch in the log and every acknowledgement it has ever received, closes the store, and starts the next
@@ -27,7 +27,7 @@ use nerve_wire::Compression;
 use rand::Rng;
 
 /// The name of the child half, as `--exact` wants it.
-const CHILD_TEST: &str = "crash_child_appender";
+const CHILD_TEST: &str = "acknowledged_batches_survive_sigkill_at_random_moments";
 /// Set only in the child's environment: the data directory. Without it the child test does nothing.
 const CHILD_DIR_ENV: &str = "NERVE_CRASH_CHILD_DIR";
 /// The first sequence number the child gives out on every partition.
@@ -156,19 +156,13 @@ fn required_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("the crash child needs {name}"))
 }
 
-/// Only the child half of `acknowledged_batches_survive_sigkill_at_random_moments`, which runs this binary
-/// again with `NERVE_CRASH_CHILD_DIR` set and kills it. Run on its own (the variable unset) it does nothing
-/// and passes.
+/// The child half of `acknowledged_batches_survive_sigkill_at_random_moments`, which runs this binary again
+/// (that test alone) with `NERVE_CRASH_CHILD_DIR` set and kills it.
 ///
 /// The child opens the store, creates the partitions unless they exist, and appends from
 /// `TASKS_PER_PARTITION` tasks per partition until it is killed, printing `NERVE-CRASH-ACK <partition> <seq>
 /// <base offset> <last offset>` after each acknowledged append.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_child_appender() {
-    let Some(dir) = std::env::var_os(CHILD_DIR_ENV) else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
+async fn run_child(dir: PathBuf) {
     let start_seq: u64 = required_env(CHILD_START_SEQ_ENV)
         .parse()
         .expect("a start sequence");
@@ -486,6 +480,10 @@ fn read_child_stdout(stdout: impl Read, ready: mpsc::Sender<()>) -> (Vec<Ack>, S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_batches_survive_sigkill_at_random_moments() {
+    if let Some(dir) = std::env::var_os(CHILD_DIR_ENV) {
+        run_child(PathBuf::from(dir)).await;
+        return;
+    }
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("a temporary directory");
     let exe = std::env::current_exe().expect("the test binary's path");
