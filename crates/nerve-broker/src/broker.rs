@@ -7,6 +7,7 @@ use nerve_storage::{LogStore, MetaStore, StorageError, TopicMeta, TopicPartition
 use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
+use crate::group::{Coordinator, GroupSettings, OFFSETS_TOPIC};
 
 /// A single Kafka broker over a [`LogStore`] and a [`MetaStore`].
 pub struct Broker {
@@ -17,6 +18,8 @@ pub struct Broker {
     pub(crate) advertised: (String, u16),
     /// The cluster id, as stored with the metadata (see [`BrokerConfig::cluster_id`]).
     pub(crate) cluster_id: String,
+    /// The group coordinator: groups, members, committed offsets.
+    pub(crate) groups: Arc<Coordinator>,
     /// Serializes topic creation and deletion, whose metadata and partition logs change in two steps.
     topic_changes: Mutex<()>,
     shutdown: watch::Receiver<bool>,
@@ -46,17 +49,34 @@ impl Broker {
                 });
             }
         }
+        let offsets_partitions = meta
+            .topic(OFFSETS_TOPIC)
+            .map_or(config.offsets_topic_num_partitions, |t| t.partitions);
+        let settings = GroupSettings {
+            min_session_timeout_ms: u64::from(config.group_min_session_timeout_ms),
+            max_session_timeout_ms: u64::from(config.group_max_session_timeout_ms),
+            initial_rebalance_delay_ms: u64::from(config.group_initial_rebalance_delay_ms),
+            offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+        };
+        let groups = Arc::new(Coordinator::new(settings, log.clone(), offsets_partitions));
         let broker = Broker {
             config,
             log,
             meta,
+            groups,
             advertised,
             cluster_id,
             topic_changes: Mutex::new(()),
             shutdown,
         };
         broker.create_missing_partitions().await;
-        Ok(Arc::new(broker))
+        broker
+            .load_offsets(offsets_partitions)
+            .await
+            .map_err(crate::config::ConfigError::OffsetsTopic)?;
+        let broker = Arc::new(broker);
+        tokio::spawn(expire_offsets_periodically(broker.clone()));
+        Ok(broker)
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -72,6 +92,24 @@ impl Broker {
         let mut rx = self.shutdown.clone();
         // An error means the sender is gone, which is a shutdown too.
         let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Creates `__consumer_offsets` (compacted) if it does not exist yet, then restores the committed
+    /// offsets from it.
+    async fn load_offsets(&self, partitions: i32) -> Result<(), StorageError> {
+        if self.meta.topic(OFFSETS_TOPIC).is_none() {
+            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+            match self
+                .create_topic(OFFSETS_TOPIC, partitions, configs, false)
+                .await
+            {
+                Ok(_) | Err(StorageError::TopicAlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let restored = self.groups.restore().await?;
+        tracing::info!(offsets = restored, "restored committed offsets");
+        Ok(())
     }
 
     async fn create_missing_partitions(&self) {
@@ -238,7 +276,34 @@ impl Broker {
             }
         }
         tracing::info!(topic = name, id = %meta.id, "deleted topic");
+        // As Kafka: the topic's committed offsets go with it, so a topic re-created under the name does not
+        // inherit positions in a log that no longer exists.
+        self.groups.forget_topic(name).await;
         Ok(meta)
+    }
+}
+
+/// Every `offsets_retention_check_interval_ms`, deletes the committed offsets that expired, until
+/// shutdown. Keeps only the coordinator and the shutdown signal, not the broker.
+async fn expire_offsets_periodically(broker: Arc<Broker>) {
+    let interval =
+        std::time::Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
+    let retention_ms = i64::from(broker.config.offsets_retention_minutes) * 60_000;
+    let groups = broker.groups.clone();
+    let mut shutdown = broker.shutdown.clone();
+    drop(broker);
+    let stopped = async move {
+        // An error means the sender is gone, which is a shutdown too.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {
+                groups.expire_offsets(retention_ms, crate::group::offsets::now_ms()).await;
+            }
+            () = &mut stopped => return,
+        }
     }
 }
 

@@ -35,6 +35,24 @@ pub struct BrokerConfig {
     /// Kafka refuses a `cluster.id` that differs from its `meta.properties`): a broker pointed at another
     /// cluster's data is a mistake to stop at, not to serve.
     pub cluster_id: Option<String>,
+    /// `group.min.session.timeout.ms`: the shortest session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: u32,
+    /// `group.max.session.timeout.ms`: the longest session timeout a group member may ask for.
+    pub group_max_session_timeout_ms: u32,
+    /// `group.initial.rebalance.delay.ms`: how long the first rebalance of an empty group waits for more
+    /// members, so that consumers starting together share one generation.
+    pub group_initial_rebalance_delay_ms: u32,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created (an existing
+    /// topic keeps its count). Kafka's default is 50, for spreading coordinators over brokers; one node
+    /// coordinates every group, so one partition (one log, one fsync for all commits) serves better.
+    pub offsets_topic_num_partitions: i32,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit may carry.
+    pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes`: committed offsets of a group without members are deleted this long
+    /// after it became empty (or, for simple commits, after each commit).
+    pub offsets_retention_minutes: u32,
+    /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -50,6 +68,13 @@ impl Default for BrokerConfig {
             transaction_max_timeout_ms: 900_000,
             max_in_flight_per_connection: 16,
             cluster_id: None,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            offsets_topic_num_partitions: 1,
+            offset_metadata_max_bytes: 4096,
+            offsets_retention_minutes: 10_080,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -63,6 +88,14 @@ pub enum ConfigError {
     NumPartitions(i32),
     #[error("max_in_flight_per_connection must be at least 1")]
     MaxInFlight,
+    #[error("group_min_session_timeout_ms ({min}) exceeds group_max_session_timeout_ms ({max})")]
+    SessionTimeouts { min: u32, max: u32 },
+    #[error("offsets_retention_check_interval_ms must be at least 1")]
+    RetentionCheckInterval,
+    #[error("offsets_topic_num_partitions must be at least 1, not {0}")]
+    OffsetsTopicPartitions(i32),
+    #[error("cannot create or read __consumer_offsets: {0}")]
+    OffsetsTopic(nerve_storage::StorageError),
     #[error("invalid topic default: {0}")]
     TopicDefault(#[from] nerve_storage::StorageError),
     #[error("cluster_id {configured:?} differs from {stored:?}, the id stored with this data")]
@@ -80,6 +113,20 @@ impl BrokerConfig {
         }
         if self.max_in_flight_per_connection == 0 {
             return Err(ConfigError::MaxInFlight);
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
+            return Err(ConfigError::SessionTimeouts {
+                min: self.group_min_session_timeout_ms,
+                max: self.group_max_session_timeout_ms,
+            });
+        }
+        if self.offsets_retention_check_interval_ms == 0 {
+            return Err(ConfigError::RetentionCheckInterval);
+        }
+        if self.offsets_topic_num_partitions < 1 {
+            return Err(ConfigError::OffsetsTopicPartitions(
+                self.offsets_topic_num_partitions,
+            ));
         }
         TopicConfig::validate(&self.topic_defaults)?;
         Ok(())

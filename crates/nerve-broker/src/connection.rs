@@ -8,7 +8,8 @@
 //! Running requests concurrently must not reorder their effects, which Kafka (processing one request per
 //! connection at a time) never does: a producer pipelines several Produce requests to one partition and
 //! relies on them being appended in order. So requests that change state (Produce, CreateTopics,
-//! DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteRecords, InitProducerId) run
+//! DeleteTopics, CreatePartitions, AlterConfigs, IncrementalAlterConfigs, DeleteRecords, InitProducerId, and
+//! the group requests JoinGroup, SyncGroup, LeaveGroup, OffsetCommit, OffsetDelete, DeleteGroups) run
 //! one after another in request order, and every request starts only
 //! after the state-changing requests before it have finished (a Metadata after a CreateTopics sees the
 //! topic). Read-only requests never wait for each other or hold anything up.
@@ -54,14 +55,18 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
     }
-    match run(&broker, stream).await {
+    match run(&broker, stream, peer).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(ConnectionError::Io(e)) => tracing::debug!(%peer, error = %e, "connection lost"),
         Err(e) => tracing::warn!(%peer, error = %e, "closing connection"),
     }
 }
 
-async fn run(broker: &Arc<Broker>, stream: TcpStream) -> Result<(), ConnectionError> {
+async fn run(
+    broker: &Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), ConnectionError> {
     let (mut reader, mut writer) = stream.into_split();
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
     let max_in_flight = broker.config.max_in_flight_per_connection;
@@ -74,7 +79,7 @@ async fn run(broker: &Arc<Broker>, stream: TcpStream) -> Result<(), ConnectionEr
             let Some(frame) = decoder.decode(&mut buf)? else {
                 break;
             };
-            in_flight.push_back(start(broker, &mut order, frame)?);
+            in_flight.push_back(start(broker, &mut order, frame, peer)?);
         }
         if !reading && in_flight.is_empty() {
             writer.shutdown().await?;
@@ -91,7 +96,7 @@ async fn run(broker: &Arc<Broker>, stream: TcpStream) -> Result<(), ConnectionEr
             read = read_some(&mut reader, &mut buf, &decoder), if may_read => {
                 if read? == 0 {
                     if let Some(frame) = decoder.decode_eof(&mut buf)? {
-                        in_flight.push_back(start(broker, &mut order, frame)?);
+                        in_flight.push_back(start(broker, &mut order, frame, peer)?);
                     }
                     reading = false;
                 }
@@ -120,6 +125,12 @@ fn changes_state(api: ApiKey) -> bool {
             | ApiKey::IncrementalAlterConfigs
             | ApiKey::DeleteRecords
             | ApiKey::InitProducerId
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetDelete
+            | ApiKey::DeleteGroups
     )
 }
 
@@ -128,6 +139,7 @@ fn start(
     broker: &Arc<Broker>,
     order: &mut WriteOrder,
     frame: Bytes,
+    peer: SocketAddr,
 ) -> Result<Answer, ConnectionError> {
     let request = parse_request(frame)?;
     tracing::trace!(
@@ -150,7 +162,7 @@ fn start(
             // An error means the earlier request's task is gone: it is finished either way.
             let _ = after.wait_for(|finished| *finished).await;
         }
-        let answer = api::handle(&broker, request).await;
+        let answer = api::handle(&broker, request, peer).await;
         if let Some(done) = done {
             let _ = done.send(true);
         }

@@ -14,6 +14,7 @@ mod broker;
 pub mod config;
 mod connection;
 mod error;
+mod group;
 mod server;
 
 pub use api::SUPPORTED_APIS;

@@ -286,7 +286,7 @@ async fn metadata_auto_creates_valid_topics_and_refuses_invalid_names() {
         ResponseError::UnknownTopicOrPartition.code()
     );
 
-    // All topics: only the one created.
+    // All topics: only the one created, besides the internal `__consumer_offsets`.
     let all = client
         .call(1, &MetadataRequest::default().with_topics(None))
         .await;
@@ -295,7 +295,10 @@ async fn metadata_auto_creates_valid_topics_and_refuses_invalid_names() {
         .iter()
         .map(|t| t.name.as_ref().unwrap().0.to_string())
         .collect();
-    assert_eq!(names, vec!["fresh".to_string()]);
+    assert_eq!(
+        names,
+        vec!["__consumer_offsets".to_string(), "fresh".to_string()]
+    );
 }
 
 #[tokio::test]
@@ -359,7 +362,20 @@ async fn create_topics_validates_and_validate_only_creates_nothing() {
         .iter()
         .map(|t| t.name.as_ref().unwrap().0.to_string())
         .collect();
-    assert_eq!(names, vec!["defaulted".to_string()]);
+    // Besides the internal topic the broker creates for committed offsets.
+    assert_eq!(
+        names,
+        vec!["__consumer_offsets".to_string(), "defaulted".to_string()]
+    );
+}
+
+fn topic_id_of(metadata: &MetadataResponse, topic: &str) -> uuid::Uuid {
+    metadata
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some(topic))
+        .unwrap_or_else(|| panic!("{topic} is not in {metadata:?}"))
+        .topic_id
 }
 
 #[tokio::test]
@@ -374,11 +390,13 @@ async fn a_deleted_and_recreated_topic_is_a_new_empty_topic_with_a_new_id() {
         )
         .await;
     assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
-    let first_id = client
-        .call(12, &MetadataRequest::default().with_topics(None))
-        .await
-        .topics[0]
-        .topic_id;
+    // Every topic: the internal `__consumer_offsets` is listed too, as Kafka lists it.
+    let first_id = topic_id_of(
+        &client
+            .call(12, &MetadataRequest::default().with_topics(None))
+            .await,
+        "phoenix",
+    );
 
     let deleted = client
         .call(
@@ -405,7 +423,7 @@ async fn a_deleted_and_recreated_topic_is_a_new_empty_topic_with_a_new_id() {
     let metadata = client
         .call(12, &MetadataRequest::default().with_topics(None))
         .await;
-    assert_ne!(metadata.topics[0].topic_id, first_id);
+    assert_ne!(topic_id_of(&metadata, "phoenix"), first_id);
     let fetched = client.call(12, &fetch_request("phoenix", 0, 0)).await;
     let partition = &fetched.responses[0].partitions[0];
     assert_eq!(partition.high_watermark, 0);
@@ -552,11 +570,12 @@ async fn fetch_outside_the_log_is_offset_out_of_range_and_by_id_works_from_v13()
     assert_eq!(at_end.responses[0].partitions[0].error_code, 0);
     assert_eq!(at_end.responses[0].partitions[0].high_watermark, 2);
 
-    let id = client
-        .call(12, &MetadataRequest::default().with_topics(None))
-        .await
-        .topics[0]
-        .topic_id;
+    let id = topic_id_of(
+        &client
+            .call(12, &MetadataRequest::default().with_topics(None))
+            .await,
+        "ranged",
+    );
     let mut by_id = fetch_request("", 0, 0);
     by_id.topics[0].topic_id = id;
     let response = client.call(16, &by_id).await;
@@ -759,11 +778,12 @@ async fn topics_can_be_named_by_id_in_metadata_and_produce() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
     create_topic(&mut client, "by-id", 1, &[]).await;
-    let id = client
-        .call(12, &MetadataRequest::default().with_topics(None))
-        .await
-        .topics[0]
-        .topic_id;
+    let id = topic_id_of(
+        &client
+            .call(12, &MetadataRequest::default().with_topics(None))
+            .await,
+        "by-id",
+    );
     let by_id = MetadataRequest::default().with_topics(Some(vec![
         metadata_request::MetadataRequestTopic::default()
             .with_name(None)
@@ -814,7 +834,8 @@ async fn topics_can_be_named_by_id_in_metadata_and_produce() {
         .call(12, &MetadataRequest::default().with_topics(None))
         .await
         .topics
-        .is_empty());
+        .iter()
+        .all(|t| t.is_internal));
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine;
-//! `nerve topic`, `nerve produce` and `nerve consume` are its command-line client (see `cli`).
+//! `nerve topic`, `nerve produce`, `nerve consume` and `nerve group` are its command-line client (see `cli`).
 
 mod cli;
 
@@ -37,6 +37,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's records (no consumer group: partitions are assigned directly).
     Consume(cli::consume::ConsumeArgs),
+    /// List consumer groups; describe one with its members and lag.
+    Group(cli::group::GroupArgs),
 }
 
 #[derive(Args)]
@@ -104,6 +106,7 @@ fn main() -> Result<()> {
         Command::Topic(args) => cli::topic::run(args),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
+        Command::Group(args) => cli::group::run(args),
     };
     // One line a user can act on, not a backtrace-like chain over several lines.
     if let Err(e) = client_result {

@@ -539,3 +539,120 @@ fn every_command_documents_itself_with_examples() {
         assert!(consume.contains(placeholder), "{placeholder}");
     }
 }
+
+#[test]
+fn groups_are_listed_and_described_with_their_lag() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Nerve::start(dir.path());
+    let b = &broker.bootstrap();
+    nerve(b, &["topic", "create", "orders", "--partitions", "2"], b"").ok();
+    nerve(
+        b,
+        &["produce", "orders", "--partition", "0"],
+        b"1\n2\n3\n4\n5\n",
+    )
+    .ok();
+    // A simple commit: offset 2 of partition 0, without joining the group.
+    let committer: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", "billing")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset("orders", 0, rdkafka::Offset::Offset(2))
+        .unwrap();
+    committer
+        .commit(&offsets, CommitMode::Sync)
+        .expect("commit");
+
+    assert_eq!(
+        nerve(b, &["group", "list"], b"").ok().stdout(),
+        "billing  Empty\n"
+    );
+    let described = nerve(b, &["group", "describe", "billing"], b"")
+        .ok()
+        .stdout();
+    let lines: Vec<Vec<&str>> = described
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        described.lines().next(),
+        Some("group billing: Empty, 0 members, protocol -")
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            vec![
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "CONSUMER-ID",
+                "HOST",
+                "CLIENT-ID"
+            ],
+            vec!["orders", "0", "2", "5", "3", "-", "-", "-"],
+        ]
+    );
+    nerve(b, &["group", "describe", "nobody"], b"").fails_with("group nobody does not exist");
+
+    // Resetting: a dry run commits nothing; offsets stay within the log.
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", "billing", "--topic", "orders"];
+        all.extend_from_slice(args);
+        nerve(b, &all, b"").ok().stdout()
+    };
+    let dry = reset(&["--to-earliest", "--dry-run"]);
+    assert!(dry.contains("orders  0  2  0\n"), "{dry}");
+    assert!(dry.contains("(dry run: nothing committed)"), "{dry}");
+    assert!(reset(&["--shift-by", "2"]).contains("orders  0  2  4\n"));
+    assert!(reset(&["--shift-by", "-9"]).contains("orders  0  4  0\n"));
+    assert!(reset(&["--to-offset", "99"]).contains("orders  0  0  5\n"));
+    let latest = reset(&["--to-latest"]);
+    assert!(latest.contains("orders  1  0  0\n"), "{latest}");
+    let described = nerve(b, &["group", "describe", "billing"], b"")
+        .ok()
+        .stdout();
+    let row: Vec<&str> = described
+        .lines()
+        .nth(2)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[..5], ["orders", "0", "5", "5", "0"], "{described}");
+
+    // Not while the group has members.
+    let member: BaseConsumer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", "billing")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    member.subscribe(&["orders"]).unwrap();
+    let started = Instant::now();
+    while member.assignment().unwrap().count() == 0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the member never got partitions"
+        );
+        let _ = member.poll(Duration::from_millis(100));
+    }
+    nerve(
+        b,
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to-earliest",
+        ],
+        b"",
+    )
+    .fails_with("group billing has 1 live member: stop them");
+}

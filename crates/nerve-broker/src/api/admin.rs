@@ -58,6 +58,18 @@ pub(crate) async fn create_topics(
                 ResponseError::InvalidRequest,
                 "the topic is named more than once in the request",
             )
+        } else if crate::group::is_internal_topic(&name) {
+            // The broker creates its internal topics itself (at start); a client may not.
+            let error = if broker.meta.topic(&name).is_some() {
+                ResponseError::TopicAlreadyExists
+            } else {
+                ResponseError::InvalidRequest
+            };
+            fail(
+                result,
+                error,
+                format!("creation of internal topic {name} is prohibited"),
+            )
         } else {
             create_one(broker, topic, body.validate_only, result).await
         };
@@ -230,6 +242,18 @@ pub(crate) async fn delete_topics(
             },
         };
         let result = result.with_name(Some(topic_name(&name)));
+        if crate::group::is_internal_topic(&name) {
+            // Kafka refuses to delete an internal topic: the coordinators' state lives in it.
+            results.push(
+                result
+                    .with_topic_id(id)
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(message(format!(
+                        "internal topic {name} cannot be deleted"
+                    ))),
+            );
+            continue;
+        }
         let result = match broker.delete_topic(&name).await {
             Ok(meta) => result.with_topic_id(meta.id),
             Err(e) => {

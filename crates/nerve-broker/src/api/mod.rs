@@ -18,9 +18,11 @@ pub(crate) mod configs;
 pub(crate) mod delete_records;
 pub(crate) mod describe_cluster;
 pub(crate) mod fetch;
+pub(crate) mod group;
 pub(crate) mod leader_epoch;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
+pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod producer_id;
 
@@ -48,6 +50,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The versions of `api` Nerve implements, if any.
@@ -58,10 +71,11 @@ pub(crate) fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
-/// Answers one request. The response bytes are a whole frame.
+/// Answers one request from the client at `peer`. The response bytes are a whole frame.
 pub(crate) async fn handle(
     broker: &Broker,
     request: RequestFrame,
+    peer: std::net::SocketAddr,
 ) -> Result<Option<Bytes>, RequestError> {
     let api = request.api_key;
     let version = request.api_version();
@@ -98,6 +112,17 @@ pub(crate) async fn handle(
         ApiKey::DeleteRecords => delete_records::handle(broker, request).await.map(Some),
         ApiKey::DescribeCluster => describe_cluster::handle(broker, request).map(Some),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request).map(Some),
+        ApiKey::FindCoordinator => group::find_coordinator(broker, request).map(Some),
+        ApiKey::JoinGroup => group::join_group(broker, request, peer).await.map(Some),
+        ApiKey::SyncGroup => group::sync_group(broker, request).await.map(Some),
+        ApiKey::Heartbeat => group::heartbeat(broker, request).map(Some),
+        ApiKey::LeaveGroup => group::leave_group(broker, request).map(Some),
+        ApiKey::ListGroups => group::list_groups(broker, request).map(Some),
+        ApiKey::DescribeGroups => group::describe_groups(broker, request).map(Some),
+        ApiKey::DeleteGroups => group::delete_groups(broker, request).await.map(Some),
+        ApiKey::OffsetCommit => offsets::offset_commit(broker, request).await.map(Some),
+        ApiKey::OffsetFetch => offsets::offset_fetch(broker, request).map(Some),
+        ApiKey::OffsetDelete => offsets::offset_delete(broker, request).await.map(Some),
         other => Err(RequestError::UnsupportedApi(other)),
     }
 }

@@ -7,6 +7,7 @@
 //!   offset and no error (the storage recognizes it).
 //! - A record rejected by the storage (e.g. a null key on a compacted topic) fails its partition with
 //!   `INVALID_RECORD`, naming the record in `record_errors`.
+//! - Internal topics (`__consumer_offsets`) are written by the coordinator only: `INVALID_TOPIC_EXCEPTION`.
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -53,6 +54,14 @@ pub(crate) async fn handle(
                 };
                 if !(-1..=1).contains(&acks) {
                     return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
+                }
+                if crate::group::is_internal_topic(&name) {
+                    // Kafka: clients never append to internal topics; only the coordinators do.
+                    return response
+                        .with_error_code(ResponseError::InvalidTopicException.code())
+                        .with_error_message(message(format!(
+                            "cannot append to internal topic {name}"
+                        )));
                 }
                 let tp = TopicPartition::new(&name, partition.index);
                 append(broker, &tp, partition.records, response).await

@@ -1,4 +1,4 @@
-//! The command-line client: `nerve topic`, `nerve produce` and `nerve consume`.
+//! The command-line client: `nerve topic`, `nerve produce`, `nerve consume` and `nerve group`.
 //!
 //! The client side is librdkafka (the `rdkafka` crate), so these commands speak plain Kafka protocol and work
 //! against any Kafka cluster as well as against Nerve. librdkafka retries forever and logs every retry; a
@@ -8,6 +8,7 @@
 //! shows them).
 
 pub(crate) mod consume;
+pub(crate) mod group;
 pub(crate) mod produce;
 mod record_format;
 mod timestamp;

@@ -50,7 +50,7 @@ enum TopicCommand {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
-    /// List the topics, one name a line.
+    /// List the topics, one name a line (without the internal `__consumer_offsets`).
     #[command(after_help = "Examples:
   nerve topic list
   nerve topic list --bootstrap kafka.internal:9092")]
@@ -225,7 +225,13 @@ fn first_refused<'a>(
 
 fn list(admin: &Admin) -> Result<()> {
     let metadata = admin.metadata()?;
-    let mut names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    // Internal topics are the broker's own, as `kafka-topics --list --exclude-internal` leaves them out.
+    let mut names: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| !matches!(*name, "__consumer_offsets" | "__transaction_state"))
+        .collect();
     names.sort_unstable();
     for name in names {
         println!("{name}");
