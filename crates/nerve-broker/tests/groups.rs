@@ -4,27 +4,14 @@
 //! Waits are bounded; nothing asserts on timing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use nerve_broker::{Broker, BrokerConfig, Server};
-use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore, MetaStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct TestBroker {
-    addr: std::net::SocketAddr,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<Result<(), nerve_broker::ServerError>>,
-    dir: tempfile::TempDir,
-}
+mod common;
+use common::{name, s, Client, TestBroker, PATIENCE};
 
 /// A broker without the initial rebalance delay, accepting session timeouts from 200 ms.
 async fn start() -> TestBroker {
@@ -32,113 +19,15 @@ async fn start() -> TestBroker {
 }
 
 async fn start_in(dir: tempfile::TempDir) -> TestBroker {
-    let config = BrokerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        advertised_listener: "nerve.test:19092".into(),
-        topic_defaults: BTreeMap::from([("fsync".into(), "never".into())]),
-        group_initial_rebalance_delay_ms: 0,
-        group_min_session_timeout_ms: 200,
-        ..BrokerConfig::default()
-    };
-    let meta = LocalMetaStore::open(dir.path()).unwrap();
-    let mut topics = std::collections::HashMap::new();
-    for topic in meta.topics() {
-        topics.insert(
-            topic.name.clone(),
-            Arc::new(config.topic_config(&topic.configs).unwrap()),
-        );
-    }
-    let log = LocalLogStore::open(dir.path(), LocalConfig::default(), &topics).unwrap();
-    let (stop, stopped) = watch::channel(false);
-    let broker = Broker::new(config, Arc::new(log), Arc::new(meta), stopped)
-        .await
-        .unwrap();
-    let server = Server::bind(broker).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    TestBroker {
-        addr,
-        stop,
-        server: tokio::spawn(server.run()),
-        dir,
-    }
-}
-
-impl TestBroker {
-    async fn shut_down(self) -> tempfile::TempDir {
-        self.stop.send(true).unwrap();
-        self.server.await.unwrap().unwrap();
-        self.dir
-    }
-}
-
-struct Client {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
-
-impl Client {
-    async fn connect(broker: &TestBroker) -> Client {
-        Client {
-            stream: TcpStream::connect(broker.addr).await.unwrap(),
-            next_correlation_id: 1,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("group-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::new();
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        correlation_id
-    }
-
-    async fn recv<R: Request>(&mut self, version: i16, expected_id: i32) -> R::Response {
-        let read = async {
-            let size = self.stream.read_i32().await.unwrap();
-            let mut frame = vec![0u8; size as usize];
-            self.stream.read_exact(&mut frame).await.unwrap();
-            Bytes::from(frame)
-        };
-        let mut frame = tokio::time::timeout(PATIENCE, read)
-            .await
-            .expect("an answer in time");
-        assert_eq!(frame.get_i32(), expected_id);
-        if R::Response::header_version(version) >= 1 {
-            assert_eq!(frame.get_u8(), 0);
-        }
-        let response = R::Response::decode(&mut frame, version).unwrap();
-        assert!(frame.is_empty(), "trailing bytes after the response");
-        response
-    }
-
-    async fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
-        let id = self.send(version, request).await;
-        self.recv::<R>(version, id).await
-    }
-}
-
-fn s(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
+    common::start_in(dir, |config, _| {
+        config.group_initial_rebalance_delay_ms = 0;
+        config.group_min_session_timeout_ms = 200;
+    })
+    .await
 }
 
 fn group(id: &str) -> GroupId {
     GroupId(s(id))
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(s(topic))
 }
 
 async fn create_topic(client: &mut Client, topic: &str, partitions: i32) {
@@ -400,7 +289,7 @@ async fn members_rebalance_once_per_change_and_follow_the_leaders_assignment() {
         .find(|m| m.member_id.as_str() == b_id)
         .unwrap();
     assert_eq!(b_described.member_assignment, Bytes::from("p3-p5"));
-    assert_eq!(b_described.client_id.as_str(), "group-test");
+    assert_eq!(b_described.client_id.as_str(), common::CLIENT_ID);
     assert_eq!(b_described.client_host.as_str(), "/127.0.0.1");
 
     // B leaves (v3+ batch form): A is told to rejoin, and alone makes generation 3.
