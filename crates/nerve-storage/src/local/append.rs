@@ -24,6 +24,9 @@ use crate::AppendInfo;
 /// says what the caller still waits for).
 pub(crate) type AppendReply = Result<(AppendInfo, Arc<TopicConfig>)>;
 
+/// How many times an idle writer yields before it stops; see [`Partition::write_queued`].
+const WRITER_LINGER_YIELDS: u32 = 32;
+
 /// The leading bytes of a batch that the broker rewrites: base offset (0..8), length (8..12), leader epoch
 /// (12..16). The CRC starts at byte 17, after them.
 const REWRITTEN: usize = 16;
@@ -95,13 +98,23 @@ impl Partition {
     /// Writes queued appends until none is left. Runs on a blocking thread, one per partition at a time.
     pub(crate) fn write_queued(&self) {
         let _guard = WriterGuard(self);
+        let mut idle = 0;
         loop {
             let group = {
                 let mut queue = self.appends.lock();
                 if queue.appends.is_empty() {
+                    if idle < WRITER_LINGER_YIELDS {
+                        // The producers just answered are about to send their next appends: yielding the
+                        // CPU to them a few times is cheaper than handing the next group to a new writer.
+                        drop(queue);
+                        idle += 1;
+                        std::thread::yield_now();
+                        continue;
+                    }
                     queue.writing = false;
                     return;
                 }
+                idle = 0;
                 std::mem::take(&mut queue.appends)
             };
             self.write_group(group);
