@@ -133,4 +133,29 @@ function readWithKcat(bootstrap, topic) {
   return result.stdout.split('\n').filter((line) => line.trim()).map((line) => JSON.parse(line));
 }
 
-module.exports = { startNerve, uniqueTopic, haveKcat, readWithKcat, PATIENCE_MS };
+/**
+ * Registers node:test hooks that start one broker for the test file, with a kafkajs client and a connected
+ * admin, and stop it afterwards (asserting a clean exit on SIGTERM). Returns the object they fill in.
+ */
+function useBroker(clientId) {
+  const { after, before } = require('node:test');
+  const assert = require('node:assert/strict');
+  const { Kafka, logLevel } = require('kafkajs');
+  const ctx = { nerve: undefined, kafka: undefined, admin: undefined };
+  before(async () => {
+    ctx.nerve = await startNerve();
+    ctx.kafka = new Kafka({ clientId, brokers: [ctx.nerve.bootstrap], logLevel: logLevel.NOTHING });
+    ctx.admin = ctx.kafka.admin();
+    await ctx.admin.connect();
+  });
+  after(async () => {
+    if (ctx.admin) await ctx.admin.disconnect();
+    if (ctx.nerve) {
+      const code = await ctx.nerve.stop();
+      assert.equal(code, 0, `nerve exited with ${code} after SIGTERM; log:\n${ctx.nerve.logTail()}`);
+    }
+  });
+  return ctx;
+}
+
+module.exports = { startNerve, uniqueTopic, haveKcat, readWithKcat, useBroker, PATIENCE_MS };

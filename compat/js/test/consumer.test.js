@@ -6,30 +6,12 @@
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 
 const assert = require('node:assert/strict');
-const { after, before, test } = require('node:test');
-const { Kafka, logLevel } = require('kafkajs');
-const { startNerve, uniqueTopic } = require('../nerve');
+const { test } = require('node:test');
+const { uniqueTopic, useBroker } = require('../nerve');
 
 const PATIENCE_MS = 60_000;
 
-let nerve;
-let kafka;
-let admin;
-
-before(async () => {
-  nerve = await startNerve();
-  kafka = new Kafka({ clientId: 'compat-consumer', brokers: [nerve.bootstrap], logLevel: logLevel.NOTHING });
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  if (admin) await admin.disconnect();
-  if (nerve) {
-    const code = await nerve.stop();
-    assert.equal(code, 0, `nerve exited with ${code} after SIGTERM; log:\n${nerve.logTail()}`);
-  }
-});
+const ctx = useBroker('compat-consumer');
 
 /** Resolves once `predicate()` is true; rejects after PATIENCE_MS. */
 async function waitFor(predicate, what) {
@@ -43,8 +25,8 @@ async function waitFor(predicate, what) {
 test('two group members read every record once and commit; the admin fetches the offsets and deletes the group', async () => {
   const topic = uniqueTopic('kafkajs-group');
   const groupId = `${topic}-group`;
-  await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
-  const producer = kafka.producer();
+  await ctx.admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+  const producer = ctx.kafka.producer();
   await producer.connect();
   const messages = [];
   for (let i = 0; i < 10; i += 1) messages.push({ partition: i % 2, value: `v${i}` });
@@ -52,7 +34,7 @@ test('two group members read every record once and commit; the admin fetches the
   await producer.disconnect();
 
   const seen = [];
-  const members = [kafka.consumer({ groupId }), kafka.consumer({ groupId })];
+  const members = [ctx.kafka.consumer({ groupId }), ctx.kafka.consumer({ groupId })];
   for (const member of members) {
     await member.connect();
     await member.subscribe({ topic, fromBeginning: true });
@@ -66,12 +48,12 @@ test('two group members read every record once and commit; the admin fetches the
   assert.equal(new Set(seen).size, 10);
   for (const member of members) await member.disconnect();
 
-  const offsets = await admin.fetchOffsets({ groupId, topics: [topic] });
+  const offsets = await ctx.admin.fetchOffsets({ groupId, topics: [topic] });
   const committed = offsets[0].partitions.map((p) => [p.partition, p.offset]).sort();
   assert.deepEqual(committed, [[0, '5'], [1, '5']]);
 
-  const groups = (await admin.listGroups()).groups.map((g) => g.groupId);
+  const groups = (await ctx.admin.listGroups()).groups.map((g) => g.groupId);
   assert.ok(groups.includes(groupId));
-  await admin.deleteGroups([groupId]);
-  assert.ok(!(await admin.listGroups()).groups.map((g) => g.groupId).includes(groupId));
+  await ctx.admin.deleteGroups([groupId]);
+  assert.ok(!(await ctx.admin.listGroups()).groups.map((g) => g.groupId).includes(groupId));
 });

@@ -7,31 +7,14 @@
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 
 const assert = require('node:assert/strict');
-const { after, before, test } = require('node:test');
-const { CompressionTypes, Kafka, logLevel } = require('kafkajs');
-const { haveKcat, readWithKcat, startNerve, uniqueTopic } = require('../nerve');
+const { test } = require('node:test');
+const { CompressionTypes } = require('kafkajs');
+const { haveKcat, readWithKcat, uniqueTopic, useBroker } = require('../nerve');
 
-let nerve;
-let kafka;
-let admin;
-
-before(async () => {
-  nerve = await startNerve();
-  kafka = new Kafka({ clientId: 'compat-producer', brokers: [nerve.bootstrap], logLevel: logLevel.NOTHING });
-  admin = kafka.admin();
-  await admin.connect();
-});
-
-after(async () => {
-  if (admin) await admin.disconnect();
-  if (nerve) {
-    const code = await nerve.stop();
-    assert.equal(code, 0, `nerve exited with ${code} after SIGTERM; log:\n${nerve.logTail()}`);
-  }
-});
+const ctx = useBroker('compat-producer');
 
 async function withProducer(options, fn) {
-  const producer = kafka.producer(options);
+  const producer = ctx.kafka.producer(options);
   await producer.connect();
   try {
     return await fn(producer);
@@ -41,7 +24,7 @@ async function withProducer(options, fn) {
 }
 
 async function highWatermarks(topic) {
-  const offsets = await admin.fetchTopicOffsets(topic);
+  const offsets = await ctx.admin.fetchTopicOffsets(topic);
   return offsets.sort((a, b) => a.partition - b.partition).map((p) => Number(p.high));
 }
 
@@ -64,7 +47,7 @@ const CODECS = [
 for (const [name, codec] of CODECS) {
   test(`idempotent producer sends keys, headers and timestamps with codec ${name}, stored intact`, async (t) => {
     const topic = uniqueTopic(`producer-${name}`);
-    await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
+    await ctx.admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
     const base = Date.now() - 60_000;
     const messages = sampleMessages(120, base);
 
@@ -88,7 +71,7 @@ for (const [name, codec] of CODECS) {
       t.skip('kcat is not installed: records counted, not read back');
       return;
     }
-    const stored = readWithKcat(nerve.bootstrap, topic)
+    const stored = readWithKcat(ctx.nerve.bootstrap, topic)
       .map((r) => ({
         partition: r.partition,
         offset: r.offset,
@@ -121,12 +104,12 @@ test('producer send to an unknown topic creates it through metadata', async () =
   const [result] = await withProducer({}, (producer) => producer.send({ topic, messages: [{ value: 'hello' }] }));
   assert.equal(result.errorCode, 0);
   assert.equal(result.baseOffset, '0');
-  assert.ok((await admin.listTopics()).includes(topic));
+  assert.ok((await ctx.admin.listTopics()).includes(topic));
 });
 
 test('producer sendBatch writes to several topics in one request', async () => {
   const topics = [uniqueTopic('producer-batch-a'), uniqueTopic('producer-batch-b')];
-  await admin.createTopics({ topics: topics.map((topic) => ({ topic })), waitForLeaders: true });
+  await ctx.admin.createTopics({ topics: topics.map((topic) => ({ topic })), waitForLeaders: true });
   const results = await withProducer({ idempotent: true }, (producer) =>
     producer.sendBatch({
       topicMessages: [
@@ -145,7 +128,7 @@ test('producer sendBatch writes to several topics in one request', async () => {
 
 test('producer with acks 0 gets no response yet its records are stored', async () => {
   const topic = uniqueTopic('producer-acks0');
-  await admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
+  await ctx.admin.createTopics({ topics: [{ topic }], waitForLeaders: true });
   await withProducer({}, async (producer) => {
     for (let i = 0; i < 5; i++) {
       await producer.send({ topic, acks: 0, messages: [{ value: `fire-and-forget-${i}` }] });
