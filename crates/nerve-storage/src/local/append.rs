@@ -202,6 +202,7 @@ impl Partition {
             state.producers.record(h, now);
         }
         if config.fsync != FsyncPolicy::Always {
+            state.active_mut().start_writeback();
             let end = state.end_position();
             self.publish_hw(state, end);
         }

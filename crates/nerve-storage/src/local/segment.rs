@@ -4,6 +4,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use nerve_wire::batch::{self, BatchHeader};
@@ -41,6 +42,9 @@ pub(crate) struct ScanOutcome {
     pub(crate) problem: Option<(u64, String)>,
 }
 
+/// How many appended bytes of a segment make `start_writeback` start the kernel's write-back.
+const WRITEBACK_CHUNK: u64 = 4 << 20;
+
 #[derive(Debug)]
 pub(crate) struct Segment {
     pub(crate) base_offset: i64,
@@ -61,6 +65,9 @@ pub(crate) struct Segment {
     pub(crate) roll_base_timestamp: i64,
     pub(crate) created_ms: i64,
     bytes_since_index: u64,
+    /// Start of the bytes whose write-back has not been started yet (see `start_writeback`).
+    writeback_from: u64,
+    writeback_running: Arc<AtomicBool>,
 }
 
 impl Segment {
@@ -92,6 +99,8 @@ impl Segment {
             roll_base_timestamp: -1,
             created_ms: now_ms,
             bytes_since_index: 0,
+            writeback_from: 0,
+            writeback_running: Arc::default(),
         }
     }
 
@@ -125,6 +134,7 @@ impl Segment {
             segment.note_appended(&b.header, b.position, index_interval);
         }
         segment.size = valid_end;
+        segment.writeback_from = valid_end;
         segment
     }
 
@@ -215,6 +225,8 @@ impl Segment {
             roll_base_timestamp: max_timestamp,
             created_ms: crate::local::partition::now_ms(),
             bytes_since_index: 0,
+            writeback_from: 0,
+            writeback_running: Arc::default(),
         }))
     }
 
@@ -240,6 +252,41 @@ impl Segment {
         debug_assert_eq!(position, start + len as u64);
         self.size = position;
         Ok(())
+    }
+
+    /// Starts the kernel's write-back of the bytes appended since the last call, once there are at least
+    /// `WRITEBACK_CHUNK` of them, on a blocking thread so that the writer goes on writing. For segments
+    /// that are not synced after every append: the disk then works while the writer fills the page cache,
+    /// instead of all at once when the segment is finally synced, and dirty pages do not pile up.
+    pub(crate) fn start_writeback(&mut self) {
+        let pending = self.size.saturating_sub(self.writeback_from);
+        if pending < WRITEBACK_CHUNK || self.writeback_running.swap(true, Ordering::AcqRel) {
+            // One request at a time per segment; a busy one leaves the range to the next call.
+            return;
+        }
+        let (file, running, from) = (
+            self.file.clone(),
+            self.writeback_running.clone(),
+            self.writeback_from,
+        );
+        self.writeback_from = self.size;
+        let request = move || {
+            // POSIX_FADV_DONTNEED is how safe Rust reaches `sync_file_range(SYNC_FILE_RANGE_WRITE)` here:
+            // Linux answers it by starting write-back of the range's dirty pages without waiting, and it
+            // evicts only clean pages, so the freshly written (dirty) bytes stay cached for tail reads.
+            // Advice is a hint: an error changes nothing stored, so there is nothing to report.
+            let _ = rustix::fs::fadvise(
+                &*file,
+                from,
+                std::num::NonZeroU64::new(pending),
+                rustix::fs::Advice::DontNeed,
+            );
+            running.store(false, Ordering::Release);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(request)),
+            Err(_) => request(),
+        }
     }
 
     fn note_appended(&mut self, header: &BatchHeader, position: u64, index_interval: u32) {
@@ -309,6 +356,7 @@ impl Segment {
             .sync_all()
             .map_err(|e| StorageError::io(&self.path, e))?;
         self.size = position;
+        self.writeback_from = self.writeback_from.min(position);
         self.next_offset = next_offset;
         self.index.truncate_to_position(position as u32);
         self.time_index
