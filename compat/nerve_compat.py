@@ -29,11 +29,16 @@ class Nerve:
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = None
+        self.registry_port = None
         self.process = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://127.0.0.1:{self.registry_port}"
 
     def start(self, port=None):
         """Starts nerve on `port` (a free one if None) and waits until it accepts connections. Restarting on
@@ -44,6 +49,9 @@ class Nerve:
         # try another.
         for _attempt in range(1 if port else 5):
             self.port = port or free_port()
+            # A restart keeps the registry's port too, so clients that cached the URL still reach it.
+            if not (port and self.registry_port):
+                self.registry_port = free_port()
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen(
                 [
@@ -53,6 +61,8 @@ class Nerve:
                     str(self.data_dir),
                     "--kafka-listen",
                     self.bootstrap,
+                    "--registry-listen",
+                    f"127.0.0.1:{self.registry_port}",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -70,8 +80,10 @@ class Nerve:
             if self.process.poll() is not None:
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
+                for port in (self.port, self.registry_port):
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        pass
+                return True
             except OSError:
                 time.sleep(0.05)
         self.process.kill()

@@ -48,10 +48,14 @@ async function startNerve() {
   // A port picked free can be taken before nerve binds it; then nerve exits and we try another.
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
+    const registryPort = await freePort();
     const log = fs.openSync(logPath, 'a');
     const child = spawn(
       NERVE_BIN,
-      ['serve', '--data-dir', path.join(workdir, 'data'), '--kafka-listen', `127.0.0.1:${port}`],
+      [
+        'serve', '--data-dir', path.join(workdir, 'data'), '--kafka-listen', `127.0.0.1:${port}`,
+        '--registry-listen', `127.0.0.1:${registryPort}`,
+      ],
       { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.NERVE_LOG || 'info' } },
     );
     fs.closeSync(log);
@@ -62,7 +66,7 @@ async function startNerve() {
     }));
     const deadline = Date.now() + PATIENCE_MS;
     while (exitCode === null && Date.now() < deadline) {
-      if (await canConnect(port)) {
+      if (await canConnect(port) && await canConnect(registryPort)) {
         return {
           port,
           bootstrap: `127.0.0.1:${port}`,

@@ -97,19 +97,33 @@ impl Broker {
     /// Creates `__consumer_offsets` (compacted) if it does not exist yet, then restores the committed
     /// offsets from it.
     async fn load_offsets(&self, partitions: i32) -> Result<(), StorageError> {
-        if self.meta.topic(OFFSETS_TOPIC).is_none() {
-            let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-            match self
-                .create_topic(OFFSETS_TOPIC, partitions, configs, false)
-                .await
-            {
-                Ok(_) | Err(StorageError::TopicAlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.ensure_compacted_topic(OFFSETS_TOPIC, partitions)
+            .await?;
         let restored = self.groups.restore().await?;
         tracing::info!(offsets = restored, "restored committed offsets");
         Ok(())
+    }
+
+    /// Creates a compacted topic with `partitions` partitions unless it exists: the store of a service that
+    /// keeps its state in the log (committed offsets, the schema registry's `_schemas`).
+    pub async fn ensure_compacted_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<(), StorageError> {
+        if self.meta.topic(name).is_some() {
+            return Ok(());
+        }
+        let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+        match self.create_topic(name, partitions, configs, false).await {
+            Ok(_) | Err(StorageError::TopicAlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The log store, for the services beside the broker that keep their state in topics.
+    pub fn log(&self) -> Arc<dyn LogStore> {
+        self.log.clone()
     }
 
     async fn create_missing_partitions(&self) {

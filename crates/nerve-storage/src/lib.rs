@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 pub mod config;
 pub mod error;
 pub mod local;
+pub mod replay;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LocalConfig, TopicConfig, TOPIC_CONFIGS};
 pub use error::{Result, StorageError};
 pub use local::{LocalLogStore, LocalMetaStore};
+pub use replay::replay;
 
 /// A position in a partition's log: the offset of one record.
 pub type Offset = i64;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use nerve_broker::{Broker, BrokerConfig, Server};
-use nerve_storage::{LocalConfig, LocalLogStore, LocalMetaStore, LogStore, MetaStore, TopicConfig};
+use nerve_storage::{
+    LocalConfig, LocalLogStore, LocalMetaStore, LogStore, MetaStore, TopicConfig, TopicPartition,
+};
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
@@ -56,7 +58,7 @@ struct ServeArgs {
     /// or 127.0.0.1 with the listen port when listening on all interfaces].
     #[arg(long, env = "NERVE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
-    /// Schema registry address (not served yet: accepted so scripts can pass it).
+    /// Address the schema registry (Confluent REST API) binds [default: 0.0.0.0:8081].
     #[arg(long, env = "NERVE_REGISTRY_LISTEN", value_name = "HOST:PORT")]
     registry_listen: Option<String>,
     /// HTTP address for REST, metrics and console (not served yet: accepted so scripts can pass it).
@@ -70,6 +72,17 @@ struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka: Option<KafkaSection>,
+    registry: Option<RegistrySection>,
+}
+
+/// `[registry]`: the schema registry's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RegistrySection {
+    /// Address the registry binds.
+    listen: Option<String>,
+    /// The largest request body accepted, in bytes.
+    max_request_bytes: Option<usize>,
 }
 
 /// `[kafka]`: the broker's settings; `advertised_listener` is optional here so that its default can
@@ -120,6 +133,8 @@ fn main() -> Result<()> {
 struct Settings {
     data_dir: PathBuf,
     broker: BrokerConfig,
+    registry_listen: SocketAddr,
+    registry_max_body: usize,
 }
 
 fn resolve(args: &ServeArgs) -> Result<Settings> {
@@ -157,7 +172,22 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
         .clone()
         .or(file.data_dir)
         .unwrap_or_else(|| PathBuf::from("./nerve-data"));
-    Ok(Settings { data_dir, broker })
+    let registry = file.registry.unwrap_or_default();
+    let registry_listen = parse_addr(
+        args.registry_listen
+            .as_deref()
+            .or(registry.listen.as_deref())
+            .unwrap_or("0.0.0.0:8081"),
+    )
+    .context("invalid --registry-listen")?;
+    Ok(Settings {
+        data_dir,
+        broker,
+        registry_listen,
+        registry_max_body: registry
+            .max_request_bytes
+            .unwrap_or(nerve_registry::api::DEFAULT_MAX_BODY_BYTES),
+    })
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr> {
@@ -171,6 +201,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let Settings {
         data_dir,
         broker: config,
+        registry_listen,
+        registry_max_body,
     } = resolve(&args)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
@@ -188,13 +220,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         broker.config().advertised_listener,
         data_dir.display()
     );
-    for (what, addr) in [
-        ("schema registry", &args.registry_listen),
-        ("HTTP", &args.http_listen),
-    ] {
-        if let Some(addr) = addr {
-            println!("nerve: {what} on {addr} is not served yet");
-        }
+    let registry = start_registry(&broker, registry_listen, registry_max_body, stop.subscribe())
+        .await?;
+    if let Some(addr) = &args.http_listen {
+        println!("nerve: HTTP on {addr} is not served yet");
     }
 
     let running = tokio::spawn(server.run());
@@ -202,8 +231,43 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("shutdown requested");
     let _ = stop.send(true);
     running.await.context("the server task failed")??;
+    registry.await.context("the schema registry task failed")??;
     println!("nerve: stopped");
     Ok(())
+}
+
+/// Opens the schema registry on `_schemas` (created on first start) and serves its REST API on `listen`
+/// until `stopped` turns true.
+async fn start_registry(
+    broker: &Broker,
+    listen: SocketAddr,
+    max_body: usize,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    broker
+        .ensure_compacted_topic(nerve_registry::SCHEMAS_TOPIC, 1)
+        .await
+        .context("cannot create the schema registry's topic")?;
+    let tp = TopicPartition::new(nerve_registry::SCHEMAS_TOPIC, 0);
+    let registry = nerve_registry::Registry::open(broker.log(), tp)
+        .await
+        .context("cannot load the schema registry from _schemas")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind the schema registry to {listen}"))?;
+    println!(
+        "nerve: schema registry on http://{}",
+        listener.local_addr()?
+    );
+    let app = nerve_registry::api::router(registry, max_body);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("the schema registry stopped")
+    }))
 }
 
 fn open_stores(

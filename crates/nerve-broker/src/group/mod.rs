@@ -17,10 +17,11 @@ pub(crate) use coordinator::{Coordinator, GroupState};
 /// The internal topic holding committed offsets.
 pub(crate) const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Whether `name` is one of Kafka's internal topics, which clients may neither create, delete nor
-/// produce to.
+/// Whether `name` is a topic that a service inside the broker owns, which clients may read but neither
+/// create, delete nor produce to: Kafka's internal topics, and the schema registry's store `_schemas`
+/// (one writer, so that its ids and versions cannot be forged or lost).
 pub(crate) fn is_internal_topic(name: &str) -> bool {
-    matches!(name, OFFSETS_TOPIC | "__transaction_state")
+    matches!(name, OFFSETS_TOPIC | "__transaction_state" | "_schemas")
 }
 
 /// The coordinator's settings, taken from [`BrokerConfig`](crate::BrokerConfig).

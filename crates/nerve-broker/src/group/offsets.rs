@@ -348,62 +348,24 @@ impl Coordinator {
         > = Default::default();
         for partition in 0..self.offsets_partitions {
             let tp = TopicPartition::new(OFFSETS_TOPIC, partition);
-            let end = self.log.offsets(&tp)?.high_watermark;
-            let mut position = self.log.offsets(&tp)?.log_start;
-            while position < end {
-                let read = self.log.read(&tp, position, 1 << 20).await?;
-                if read.data.is_empty() {
-                    break;
-                }
-                let before = position;
-                let mut data = &read.data[..];
-                while let Some(Ok(len)) = nerve_wire::batch::peek_total_len(data) {
-                    if len > data.len() {
-                        break;
+            nerve_storage::replay(self.log.as_ref(), &tp, |offset, record| {
+                let Some((group, topic, p)) = record.key.as_deref().and_then(decode_key) else {
+                    return;
+                };
+                let key = TopicPartition::new(&topic, p);
+                let offsets = restored.entry(group).or_default();
+                match record.value.as_deref() {
+                    None => {
+                        offsets.remove(&key);
                     }
-                    let (batch, rest) = data.split_at(len);
-                    data = rest;
-                    let (header, records) = match nerve_wire::records::decode_records(
-                        batch,
-                        64 << 20,
-                    ) {
-                        Ok(decoded) => decoded,
-                        Err(e) => {
-                            tracing::warn!(partition = %tp, error = %e, "skipping an unreadable batch");
-                            let header = nerve_wire::BatchHeader::parse(batch)
-                                .map_err(|_| StorageError::CorruptBatch(e.clone()))?;
-                            position = position.max(header.last_offset() + 1);
-                            continue;
-                        }
-                    };
-                    for record in records {
-                        let offset = record.offset(&header);
-                        if offset < position {
-                            continue;
-                        }
-                        let Some((group, topic, p)) = record.key.as_deref().and_then(decode_key)
-                        else {
-                            continue;
-                        };
-                        let key = TopicPartition::new(&topic, p);
-                        let offsets = restored.entry(group).or_default();
-                        match record.value.as_deref() {
-                            None => {
-                                offsets.remove(&key);
-                            }
-                            Some(value) => {
-                                if let Some(committed) = decode_value(value, offset) {
-                                    offsets.insert(key, committed);
-                                }
-                            }
+                    Some(value) => {
+                        if let Some(committed) = decode_value(value, offset) {
+                            offsets.insert(key, committed);
                         }
                     }
-                    position = position.max(header.last_offset() + 1);
                 }
-                if position == before {
-                    break;
-                }
-            }
+            })
+            .await?;
         }
         let mut count = 0;
         let mut groups = self.groups();

@@ -22,20 +22,30 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub struct Nerve {
     child: Option<Child>,
     pub port: u16,
+    pub registry_port: u16,
     pub data_dir: PathBuf,
 }
 
 impl Nerve {
     /// Starts a broker on a fresh port with `data_dir` and waits until it accepts connections.
     pub fn start(data_dir: &Path) -> Nerve {
-        let port = free_port();
+        Nerve::spawn(data_dir, free_port(), &[], "info,nerve_broker=debug")
+    }
+
+    /// Starts `nerve serve` with its Kafka API on `port` and its schema registry on a free port, and waits
+    /// until both accept connections.
+    fn spawn(data_dir: &Path, port: u16, extra_args: &[String], log: &str) -> Nerve {
+        let registry_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--kafka-listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info,nerve_broker=debug")
+            .arg("--registry-listen")
+            .arg(format!("127.0.0.1:{registry_port}"))
+            .args(extra_args)
+            .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -43,10 +53,16 @@ impl Nerve {
         let mut nerve = Nerve {
             child: Some(child),
             port,
+            registry_port,
             data_dir: data_dir.to_path_buf(),
         };
         nerve.wait_until_accepting();
         nerve
+    }
+
+    /// The schema registry's base URL.
+    pub fn registry_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.registry_port)
     }
 
     pub fn bootstrap(&self) -> String {
@@ -56,7 +72,9 @@ impl Nerve {
     fn wait_until_accepting(&mut self) {
         let started = Instant::now();
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.registry_port)).is_ok()
+            {
                 return;
             }
             if let Some(status) = self
@@ -250,25 +268,7 @@ impl Nerve {
     /// Starts a broker on `port` with `data_dir` and more `nerve serve` flags (e.g. `--advertised-listener`),
     /// and waits until it accepts connections.
     pub fn start_on(data_dir: &Path, port: u16, extra_args: &[String]) -> Nerve {
-        let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nerve starts");
-        let mut nerve = Nerve {
-            child: Some(child),
-            port,
-            data_dir: data_dir.to_path_buf(),
-        };
-        nerve.wait_until_accepting();
-        nerve
+        Nerve::spawn(data_dir, port, extra_args, "info")
     }
 
     /// SIGKILL: the process ends at once, in the middle of whatever it was doing. Returns once it is gone.
