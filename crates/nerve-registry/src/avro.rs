@@ -56,8 +56,7 @@ pub(crate) fn parse(
             .map_err(|e| invalid(format!("in the reference '{}': {e}", dependency.name)))?;
         dependency_texts.push(json);
     }
-    let json: Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let json: Value = serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
     builder.origin_is_dependency = false;
     let root = builder.ty(&json, "", "").map_err(invalid)?;
     builder.check_defaults().map_err(invalid)?;
@@ -187,7 +186,9 @@ fn namespace_of(full_name: &str) -> &str {
 }
 
 fn short_name(full_name: &str) -> &str {
-    full_name.rsplit_once('.').map_or(full_name, |(_, name)| name)
+    full_name
+        .rsplit_once('.')
+        .map_or(full_name, |(_, name)| name)
 }
 
 fn primitive(name: &str) -> Option<Ty> {
@@ -205,7 +206,10 @@ fn primitive(name: &str) -> Option<Ty> {
 }
 
 /// The full name and namespace a named type's definition gives it.
-fn definition_name(object: &Map<String, Value>, enclosing: &str) -> Result<(String, String), String> {
+fn definition_name(
+    object: &Map<String, Value>,
+    enclosing: &str,
+) -> Result<(String, String), String> {
     let name = match object.get("name") {
         Some(Value::String(name)) => name,
         Some(other) => return Err(format!("the name {other} is not a string")),
@@ -434,8 +438,8 @@ impl Builder {
             Some(Value::String(default)) if symbols.contains(default) => Some(default.clone()),
             Some(other) => {
                 return Err(format!(
-                    "the enum '{full_name}' has the default {other}, which is not one of its symbols"
-                ))
+                "the enum '{full_name}' has the default {other}, which is not one of its symbols"
+            ))
             }
         };
         Ok(NamedKind::Enum { symbols, default })
@@ -463,8 +467,8 @@ impl Builder {
                 Some(Value::String(name)) if valid_identifier(name) => name.clone(),
                 Some(other) => {
                     return Err(format!(
-                        "the field at '{field_path}' of record '{record}' has an invalid name {other}"
-                    ))
+                    "the field at '{field_path}' of record '{record}' has an invalid name {other}"
+                ))
                 }
                 None => {
                     return Err(format!(
@@ -477,9 +481,9 @@ impl Builder {
                     "the record '{record}' has the field '{name}' twice"
                 ));
             }
-            let type_json = field.get("type").ok_or_else(|| {
-                format!("the field '{name}' of record '{record}' has no type")
-            })?;
+            let type_json = field
+                .get("type")
+                .ok_or_else(|| format!("the field '{name}' of record '{record}' has no type"))?;
             let ty = self.ty(type_json, namespace, &format!("{field_path}/type"))?;
             if let Some(order) = field.get("order") {
                 if !matches!(order.as_str(), Some("ascending" | "descending" | "ignore")) {
@@ -526,9 +530,7 @@ fn default_matches(names: &HashMap<String, Named>, ty: &Ty, value: &Value) -> bo
     match ty {
         Ty::Null => value.is_null(),
         Ty::Boolean => value.is_boolean(),
-        Ty::Int => value
-            .as_i64()
-            .is_some_and(|n| i32::try_from(n).is_ok()),
+        Ty::Int => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
         Ty::Long => value.is_i64(),
         Ty::Float | Ty::Double => {
             value.is_number() || matches!(value.as_str(), Some("NaN" | "Infinity" | "-Infinity"))
@@ -548,9 +550,9 @@ fn default_matches(names: &HashMap<String, Named>, ty: &Ty, value: &Value) -> bo
                     None => f.default.is_some(),
                 })
             }),
-            Some(NamedKind::Enum { symbols, .. }) => {
-                value.as_str().is_some_and(|s| symbols.iter().any(|x| x == s))
-            }
+            Some(NamedKind::Enum { symbols, .. }) => value
+                .as_str()
+                .is_some_and(|s| symbols.iter().any(|x| x == s)),
             Some(NamedKind::Fixed(_)) => value.is_string(),
             None => false,
         },
@@ -734,9 +736,11 @@ impl Checker<'_> {
                 }
             }
             (Ty::Union(branches), _) => {
-                if !branches.iter().enumerate().any(|(i, branch)| {
-                    self.readable(branch, writer, &format!("{path}/{i}"))
-                }) {
+                if !branches
+                    .iter()
+                    .enumerate()
+                    .any(|(i, branch)| self.readable(branch, writer, &format!("{path}/{i}")))
+                {
                     out.push(format!(
                         "MISSING_UNION_BRANCH: The union at path '{}' in the reader's schema has no branch \
                          that reads the writer's type {}",
@@ -1119,7 +1123,15 @@ struct Writer<'a> {
 }
 
 const RECORD_KEYS: &[&str] = &["type", "name", "namespace", "doc", "fields", "aliases"];
-const ENUM_KEYS: &[&str] = &["type", "name", "namespace", "doc", "symbols", "aliases", "default"];
+const ENUM_KEYS: &[&str] = &[
+    "type",
+    "name",
+    "namespace",
+    "doc",
+    "symbols",
+    "aliases",
+    "default",
+];
 const FIXED_KEYS: &[&str] = &["type", "name", "namespace", "doc", "size", "aliases"];
 const FIELD_KEYS: &[&str] = &["name", "type", "doc", "default", "order", "aliases"];
 
@@ -1215,7 +1227,9 @@ impl<'a> Writer<'a> {
             Value::Object(object) => {
                 let kind = object.get("type").and_then(Value::as_str).unwrap_or("");
                 match kind {
-                    "record" | "error" | "enum" | "fixed" => self.named(kind, object, namespace),
+                    "record" | "error" | "enum" | "fixed" => {
+                        self.named(kind, object, namespace, namespace)
+                    }
                     "array" | "map" => {
                         let child = if kind == "array" { "items" } else { "values" };
                         let mut first = true;
@@ -1253,8 +1267,11 @@ impl<'a> Writer<'a> {
         if self.mode == Mode::Resolved && !self.defined.contains(&full_name) {
             if let Some(definition) = self.builder.dependency_definitions.get(&full_name) {
                 let definition = definition.clone();
-                self.schema(&definition.json, &definition.namespace);
-                return;
+                if let Value::Object(object) = &definition.json {
+                    let kind = object.get("type").and_then(Value::as_str).unwrap_or("");
+                    self.named(kind, object, &definition.namespace, namespace);
+                    return;
+                }
             }
         }
         let written = self.relative(&full_name, namespace);
@@ -1270,7 +1287,15 @@ impl<'a> Writer<'a> {
         }
     }
 
-    fn named(&mut self, kind: &str, object: &Map<String, Value>, enclosing: &str) {
+    /// Writes a named type's definition found inside `enclosing` where the namespace around it is
+    /// `written_in` (they differ when a referenced type is inlined).
+    fn named(
+        &mut self,
+        kind: &str,
+        object: &Map<String, Value>,
+        enclosing: &str,
+        written_in: &str,
+    ) {
         let Ok((full_name, namespace)) = definition_name(object, enclosing) else {
             return;
         };
@@ -1284,7 +1309,7 @@ impl<'a> Writer<'a> {
             write_str(&full_name, &mut self.out);
         } else {
             write_str(short_name(&full_name), &mut self.out);
-            if namespace != enclosing {
+            if namespace != written_in {
                 self.key(&mut first, "namespace");
                 write_str(&namespace, &mut self.out);
             }

@@ -183,7 +183,10 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "nested record gains a field without default",
-            &[&user(&format!("{ID},{}", address(r#"{"name":"city","type":"string"}"#)))],
+            &[&user(&format!(
+                "{ID},{}",
+                address(r#"{"name":"city","type":"string"}"#)
+            ))],
             &user(&format!(
                 "{ID},{}",
                 address(r#"{"name":"city","type":"string"},{"name":"zip","type":"string"}"#)
@@ -192,19 +195,25 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "array item type changed",
-            &[&user(r#"{"name":"tags","type":{"type":"array","items":"int"}}"#)],
+            &[&user(
+                r#"{"name":"tags","type":{"type":"array","items":"int"}}"#,
+            )],
             &user(r#"{"name":"tags","type":{"type":"array","items":"string"}}"#),
             NONE_ONLY,
         ),
         case(
             "map value type widened",
-            &[&user(r#"{"name":"m","type":{"type":"map","values":"int"}}"#)],
+            &[&user(
+                r#"{"name":"m","type":{"type":"map","values":"int"}}"#,
+            )],
             &user(r#"{"name":"m","type":{"type":"map","values":"long"}}"#),
             BACKWARD_ONLY,
         ),
         case(
             "fixed size changed",
-            &[&user(r#"{"name":"hash","type":{"type":"fixed","name":"Hash","size":16}}"#)],
+            &[&user(
+                r#"{"name":"hash","type":{"type":"fixed","name":"Hash","size":16}}"#,
+            )],
             &user(r#"{"name":"hash","type":{"type":"fixed","name":"Hash","size":32}}"#),
             NONE_ONLY,
         ),
@@ -247,10 +256,7 @@ fn cases() -> Vec<Case> {
         case(
             // v3 drops the default v2 gave `name`: v3 still reads v2 (which always has `name`) but not v1.
             "three versions, only v1 conflicts",
-            &[
-                &user(ID),
-                &user(&format!("{ID},{name_default}")),
-            ],
+            &[&user(ID), &user(&format!("{ID},{name_default}"))],
             &user(&format!("{ID},{name_plain}")),
             [true, false, true, true, true, false, true],
         ),
@@ -278,7 +284,11 @@ fn verdicts_at_every_level() {
                     "{} at {}: expected {}, problems: {problems:?}",
                     case.name,
                     level.name(),
-                    if expected { "compatible" } else { "incompatible" }
+                    if expected {
+                        "compatible"
+                    } else {
+                        "incompatible"
+                    }
                 ));
             }
         }
@@ -351,17 +361,38 @@ fn parse_errors_are_invalid_schema() {
     for (what, text) in [
         ("bad JSON", r#"{"type":"record","#),
         ("unknown type name", &user(r#"{"name":"x","type":"strin"}"#)),
-        ("bad default", &user(r#"{"name":"x","type":"int","default":"one"}"#)),
-        ("int default out of range", &user(r#"{"name":"x","type":"int","default":3000000000}"#)),
-        ("union default matches no branch", &user(r#"{"name":"x","type":["null","int"],"default":"a"}"#)),
-        ("enum default not a symbol", &user(&enum_field(r#""A""#, Some("B")))),
+        (
+            "bad default",
+            &user(r#"{"name":"x","type":"int","default":"one"}"#),
+        ),
+        (
+            "int default out of range",
+            &user(r#"{"name":"x","type":"int","default":3000000000}"#),
+        ),
+        (
+            "union default matches no branch",
+            &user(r#"{"name":"x","type":["null","int"],"default":"a"}"#),
+        ),
+        (
+            "enum default not a symbol",
+            &user(&enum_field(r#""A""#, Some("B"))),
+        ),
         ("field without type", &user(r#"{"name":"x"}"#)),
-        ("invalid record name", r#"{"type":"record","name":"1x","fields":[]}"#),
-        ("invalid alias", r#"{"type":"record","name":"x","aliases":["a-b"],"fields":[]}"#),
+        (
+            "invalid record name",
+            r#"{"type":"record","name":"1x","fields":[]}"#,
+        ),
+        (
+            "invalid alias",
+            r#"{"type":"record","name":"x","aliases":["a-b"],"fields":[]}"#,
+        ),
         ("duplicate field", &user(&format!("{ID},{ID}"))),
         ("nested union", r#"["null",["int","string"]]"#),
         ("duplicate union branch", r#"["int","int"]"#),
-        ("type defined twice", r#"["null",{"type":"fixed","name":"F","size":1},{"type":"fixed","name":"F","size":1}]"#),
+        (
+            "type defined twice",
+            r#"["null",{"type":"fixed","name":"F","size":1},{"type":"fixed","name":"F","size":1}]"#,
+        ),
         ("array without items", r#"{"type":"array"}"#),
         ("not a schema", "42"),
     ] {
@@ -370,10 +401,14 @@ fn parse_errors_are_invalid_schema() {
             Ok(_) => panic!("{what} should not parse: {text}"),
         }
     }
-    let e = parse(SchemaType::Avro, &user(r#"{"name":"x","type":"int","default":"one"}"#), &[])
-        .err()
-        .map(|e| e.0)
-        .unwrap_or_default();
+    let e = parse(
+        SchemaType::Avro,
+        &user(r#"{"name":"x","type":"int","default":"one"}"#),
+        &[],
+    )
+    .err()
+    .map(|e| e.0)
+    .unwrap_or_default();
     assert!(e.contains("Invalid default for field 'test.User.x'"), "{e}");
 }
 
@@ -396,7 +431,11 @@ fn canonical_ignores_formatting_only() {
     assert_eq!(a.canonical(), b.canonical());
     assert_eq!(a.normalized(), b.normalized());
     assert!(a.canonical().contains(r#""doc":"d""#), "{}", a.canonical());
-    assert!(a.canonical().contains(r#""x-prop":{"a":2,"b":1}"#), "{}", a.canonical());
+    assert!(
+        a.canonical().contains(r#""x-prop":{"a":2,"b":1}"#),
+        "{}",
+        a.canonical()
+    );
     assert!(!a.canonical().contains(' '));
 
     // Each of these differs from `compact` in one respect, and must not share its text.
@@ -419,7 +458,8 @@ fn canonical_ignores_formatting_only() {
 
 #[test]
 fn normalized_qualifies_names() {
-    let dotted = avro(r#"{"type":"record","name":"a.B","fields":[{"name":"next","type":["null","a.B"]}]}"#);
+    let dotted =
+        avro(r#"{"type":"record","name":"a.B","fields":[{"name":"next","type":["null","a.B"]}]}"#);
     let spaced = avro(
         r#"{"type":"record","name":"B","namespace":"a","fields":[{"name":"next","type":["null","B"]}]}"#,
     );
@@ -448,19 +488,35 @@ fn reference(name: &str, schema: &str) -> Dependency {
 #[test]
 fn references_resolve_named_types() {
     let order = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"customer","type":"com.acme.Customer"},{"name":"ship_to","type":"com.acme.Address"}]}"#;
-    let dependencies = [reference("com.acme.Address", ADDRESS), reference("com.acme.Customer", CUSTOMER)];
+    let dependencies = [
+        reference("com.acme.Address", ADDRESS),
+        reference("com.acme.Customer", CUSTOMER),
+    ];
     let parsed = match parse(SchemaType::Avro, order, &dependencies) {
         Ok(parsed) => parsed,
         Err(e) => panic!("{e}"),
     };
     // The referencing schema's texts name the referenced types instead of inlining them.
-    assert!(!parsed.canonical().contains("city"), "{}", parsed.canonical());
-    assert!(parsed.normalized().contains(r#""type":"com.acme.Customer""#));
+    assert!(
+        !parsed.canonical().contains("city"),
+        "{}",
+        parsed.canonical()
+    );
+    assert!(parsed
+        .normalized()
+        .contains(r#""type":"com.acme.Customer""#));
 
     // `format=resolved` inlines each referenced type once, where first used.
     let resolved = parsed.formatted("resolved").unwrap_or_default();
-    assert_eq!(resolved.matches(r#""name":"city""#).count(), 1, "{resolved}");
-    assert!(apache_avro::Schema::parse_str(&resolved).is_ok(), "{resolved}");
+    assert_eq!(
+        resolved.matches(r#""name":"city""#).count(),
+        1,
+        "{resolved}"
+    );
+    assert!(
+        apache_avro::Schema::parse_str(&resolved).is_ok(),
+        "{resolved}"
+    );
 
     assert!(parse(SchemaType::Avro, order, &[]).is_err());
     assert!(parse(SchemaType::Avro, order, &dependencies[..1]).is_err());
@@ -470,7 +526,8 @@ fn references_resolve_named_types() {
         Ok(schema) => schema,
         Err(e) => panic!("{e}"),
     };
-    let address = |city: &str| AvroValue::Record(vec![("city".into(), AvroValue::String(city.into()))]);
+    let address =
+        |city: &str| AvroValue::Record(vec![("city".into(), AvroValue::String(city.into()))]);
     let value = AvroValue::Record(vec![
         (
             "customer".into(),
@@ -502,8 +559,14 @@ fn payload_validation() {
     let value = AvroValue::Record(vec![
         ("id".into(), AvroValue::Int(-7)),
         ("name".into(), AvroValue::String("Ann".into())),
-        ("tag".into(), AvroValue::Union(1, Box::new(AvroValue::String("vip".into())))),
-        ("scores".into(), AvroValue::Array(vec![AvroValue::Double(1.5), AvroValue::Double(2.0)])),
+        (
+            "tag".into(),
+            AvroValue::Union(1, Box::new(AvroValue::String("vip".into()))),
+        ),
+        (
+            "scores".into(),
+            AvroValue::Array(vec![AvroValue::Double(1.5), AvroValue::Double(2.0)]),
+        ),
     ]);
     let bytes = match apache_avro::to_avro_datum(&schema, value) {
         Ok(bytes) => bytes,
@@ -540,7 +603,9 @@ fn payload_validation() {
 
 #[test]
 fn deep_payloads_of_recursive_schemas_are_refused() {
-    let parsed = avro(r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#);
+    let parsed = avro(
+        r#"{"type":"record","name":"Node","fields":[{"name":"next","type":["null","Node"]}]}"#,
+    );
     // Each level is union index 1 (zig-zag 0x02), the last one null.
     let mut payload = vec![0x02; 100_000];
     payload.push(0x00);
@@ -549,4 +614,23 @@ fn deep_payloads_of_recursive_schemas_are_refused() {
     let mut shallow = vec![0x02; 10];
     shallow.push(0x00);
     assert_eq!(parsed.validate_payload(&shallow), Ok(()));
+}
+
+#[test]
+fn resolved_keeps_namespaces_of_inlined_types() {
+    // `a.Color` is defined inside `a.Outer`, so it takes `a` from there; inlined into a schema in namespace
+    // `b` it must say so.
+    let outer = r#"{"type":"record","name":"Outer","namespace":"a","fields":[{"name":"c","type":{"type":"enum","name":"Color","symbols":["RED"]}}]}"#;
+    let main = r#"{"type":"record","name":"Paint","namespace":"b","fields":[{"name":"color","type":"a.Color"}]}"#;
+    let parsed = match parse(SchemaType::Avro, main, &[reference("a.Outer", outer)]) {
+        Ok(parsed) => parsed,
+        Err(e) => panic!("{e}"),
+    };
+    let resolved = parsed.formatted("resolved").unwrap_or_default();
+    let reparsed = avro(&resolved);
+    assert!(
+        reparsed.normalized().contains(r#""name":"a.Color""#),
+        "{resolved}"
+    );
+    assert!(reparsed.read_problems(parsed.as_ref()).is_empty());
 }
