@@ -455,17 +455,17 @@ const INFERRED: [(Kind, &[&str]); 4] = [
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Criterion {
-    AllOf,
-    AnyOf,
-    OneOf,
+    All,
+    Any,
+    One,
 }
 
 impl Criterion {
     fn keyword(self) -> &'static str {
         match self {
-            Criterion::AllOf => "allOf",
-            Criterion::AnyOf => "anyOf",
-            Criterion::OneOf => "oneOf",
+            Criterion::All => "allOf",
+            Criterion::Any => "anyOf",
+            Criterion::One => "oneOf",
         }
     }
 }
@@ -549,10 +549,10 @@ fn shape_of(mut loc: Loc<'_>) -> Shape<'_> {
             0 => Shape::Empty,
             1 => match parts.pop() {
                 Some(Sub::Shape(shape)) => shape,
-                Some(other) => Shape::Combined(Criterion::AllOf, vec![other]),
+                Some(other) => Shape::Combined(Criterion::All, vec![other]),
                 None => Shape::Empty,
             },
-            _ => Shape::Combined(Criterion::AllOf, parts),
+            _ => Shape::Combined(Criterion::All, parts),
         };
     }
     Shape::Empty
@@ -580,7 +580,7 @@ fn parts<'a>(loc: Loc<'a>, map: &'a Map<String, Value>, with_ref: bool) -> Vec<S
                 parts.extend(kinds.into_iter().map(typed));
             } else if kinds.len() > 1 {
                 let subs = kinds.into_iter().map(typed).collect();
-                parts.push(Sub::Shape(Shape::Combined(Criterion::AnyOf, subs)));
+                parts.push(Sub::Shape(Shape::Combined(Criterion::Any, subs)));
             }
         }
         _ => {
@@ -597,7 +597,7 @@ fn parts<'a>(loc: Loc<'a>, map: &'a Map<String, Value>, with_ref: bool) -> Vec<S
     if map.contains_key("const") {
         parts.push(Sub::Shape(Shape::Const(loc)));
     }
-    for criterion in [Criterion::AllOf, Criterion::AnyOf, Criterion::OneOf] {
+    for criterion in [Criterion::All, Criterion::Any, Criterion::One] {
         if let Some(Value::Array(members)) = map.get(criterion.keyword()) {
             let subs = members.iter().map(|m| Sub::Loc(loc.child(m))).collect();
             parts.push(Sub::Shape(Shape::Combined(criterion, subs)));
@@ -745,7 +745,7 @@ impl Comparer {
                         self.diffs.extend(found);
                         return;
                     }
-                } else if matches!(criterion, Criterion::AnyOf | Criterion::OneOf) {
+                } else if matches!(criterion, Criterion::Any | Criterion::One) {
                     for sub in subs {
                         let found = self.apart(|c| c.compare(&o, sub));
                         if compatible(&found) {
@@ -783,10 +783,8 @@ impl Comparer {
                 Kind::Boolean | Kind::Null | Kind::Integer => {}
             },
             (Shape::Enum(o), Shape::Enum(u)) => self.compare_enums(*o, *u),
-            (Shape::Const(o), Shape::Const(u)) => {
-                if o.get("const") != u.get("const") {
-                    self.add_at("const", Type::ENUM_ARRAY_CHANGED);
-                }
+            (Shape::Const(o), Shape::Const(u)) if o.get("const") != u.get("const") => {
+                self.add_at("const", Type::ENUM_ARRAY_CHANGED);
             }
             (Shape::Combined(oc, os), Shape::Combined(uc, us)) => {
                 self.compare_combined(*oc, os, *uc, us)
@@ -803,10 +801,8 @@ impl Comparer {
                     });
                 });
             }
-            (Shape::Unresolved(o), Shape::Unresolved(u)) => {
-                if o != u {
-                    self.add(Type::TYPE_CHANGED);
-                }
+            (Shape::Unresolved(o), Shape::Unresolved(u)) if o != u => {
+                self.add(Type::TYPE_CHANGED);
             }
             _ => {}
         }
@@ -821,9 +817,9 @@ impl Comparer {
     ) {
         let change = if original_criterion == update_criterion {
             None
-        } else if update_criterion == Criterion::AnyOf
-            || (update_criterion == Criterion::OneOf && original.len() == 1)
-            || (update_criterion == Criterion::AllOf && original.len() == 1 && update.len() == 1)
+        } else if update_criterion == Criterion::Any
+            || (update_criterion == Criterion::One && original.len() == 1)
+            || (update_criterion == Criterion::All && original.len() == 1 && update.len() == 1)
         {
             Some(Type::COMBINED_TYPE_EXTENDED)
         } else {
@@ -838,7 +834,10 @@ impl Comparer {
 
         let original = distinct(original);
         let update = distinct(update);
-        let product = update_criterion == Criterion::AllOf;
+        if self.compare_parts_by_class(original_criterion, &original, &update) {
+            return;
+        }
+        let product = update_criterion == Criterion::All;
         if original.len() < update.len() {
             self.add(if product {
                 Type::PRODUCT_TYPE_EXTENDED
@@ -876,6 +875,51 @@ impl Comparer {
         }
     }
 
+    /// Combinations whose members pair up one to one by class (as the parts of one schema split by
+    /// [`parts`] do, e.g. a string with an enum) are compared pair by pair. Members of different
+    /// classes are never compatible, so the verdict is the matching's, and the problems name the
+    /// keyword that changed rather than the combination.
+    fn compare_parts_by_class(
+        &mut self,
+        criterion: Criterion,
+        original: &[Sub<'_>],
+        update: &[Sub<'_>],
+    ) -> bool {
+        if original.len() != update.len() {
+            return false;
+        }
+        let classes = |subs: &[Sub<'_>]| -> Vec<Class> {
+            subs.iter().map(|s| resolve_sub(s).class()).collect()
+        };
+        let (o_classes, u_classes) = (classes(original), classes(update));
+        let mut pairs = Vec::with_capacity(original.len());
+        for (i, class) in o_classes.iter().enumerate() {
+            // Classes that compare by more than their class (empty, false, combinations) are left
+            // to the matching.
+            if matches!(class, Class::Empty | Class::False | Class::Combined)
+                || o_classes.iter().filter(|c| *c == class).count() != 1
+            {
+                return false;
+            }
+            match u_classes.iter().position(|c| c == class) {
+                Some(j) if u_classes.iter().filter(|c| *c == class).count() == 1 => {
+                    pairs.push((i, j))
+                }
+                _ => return false,
+            }
+        }
+        for (i, j) in pairs {
+            match &original[i] {
+                // A member written in the document: its path, as Confluent names it.
+                Sub::Loc(_) => self.at(format!("{}/{i}", criterion.keyword()), |c| {
+                    c.compare(&original[i], &update[j])
+                }),
+                Sub::Shape(_) => self.compare(&original[i], &update[j]),
+            }
+        }
+        true
+    }
+
     fn compare_objects(&mut self, original: Loc<'_>, update: Loc<'_>) {
         let o_props = properties(original);
         let u_props = properties(update);
@@ -883,7 +927,7 @@ impl Comparer {
         let u_required = required(update);
 
         self.at("required", |c| {
-            for (name, _) in &o_props {
+            for name in o_props.keys() {
                 let Some(u_prop) = u_props.get(name) else {
                     continue;
                 };
