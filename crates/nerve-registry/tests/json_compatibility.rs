@@ -547,3 +547,38 @@ fn hostile_schemas_stay_bounded() {
         );
     }
 }
+
+#[test]
+fn deeply_nested_schemas_compare_within_the_stack() {
+    // As deep as serde_json lets a document be: objects in `properties`, each level two JSON levels.
+    let nested = |leaf: &str| {
+        let mut text = leaf.to_owned();
+        for _ in 0..62 {
+            text = format!(r#"{{"properties":{{"p":{text}}}}}"#);
+        }
+        text
+    };
+    let old = json(&nested(r#"{"type":"integer"}"#));
+    let new = json(&nested(r#"{"type":"string"}"#));
+    let problems = check(
+        CompatibilityLevel::Backward,
+        new.as_ref(),
+        &[Earlier {
+            version: 1,
+            schema: old,
+        }],
+    );
+    assert!(!problems.is_empty());
+    let error = new.validate_payload(br#"{"p":{"p":3}}"#);
+    assert!(error.is_ok(), "{error:?}");
+}
+
+#[test]
+fn payload_errors_show_path_and_reason() {
+    let schema = json(r#"{"type":"object","properties":{"age":{"type":"integer"}}}"#);
+    let error = schema.validate_payload(br#"{"age":"three"}"#).unwrap_err();
+    assert!(
+        error.contains("at /age:") && error.contains("integer"),
+        "{error}"
+    );
+}
