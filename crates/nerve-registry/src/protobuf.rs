@@ -121,7 +121,9 @@ fn open(name: &str, text: &str) -> Result<File, InvalidSchema> {
     if looks_base64 {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(trimmed)
-            .map_err(|e| InvalidSchema(format!("not a .proto file nor a base64 descriptor: {e}")))?;
+            .map_err(|e| {
+                InvalidSchema(format!("not a .proto file nor a base64 descriptor: {e}"))
+            })?;
         let mut proto = FileDescriptorProto::decode(bytes.as_slice())
             .map_err(|e| InvalidSchema(format!("not a serialized FileDescriptorProto: {e}")))?;
         // Imports name files by the reference's name, whatever name the client compiled it under.

@@ -192,14 +192,15 @@ impl Context {
         update_messages: Vec<MessageDescriptor>,
         update_enums: Vec<EnumDescriptor>,
     ) {
-        let index = |messages: &[MessageDescriptor]| -> BTreeMap<String, (usize, MessageDescriptor)> {
-            messages
-                .iter()
-                .filter(|m| !m.is_map_entry())
-                .enumerate()
-                .map(|(i, m)| (m.name().to_owned(), (i, m.clone())))
-                .collect()
-        };
+        let index =
+            |messages: &[MessageDescriptor]| -> BTreeMap<String, (usize, MessageDescriptor)> {
+                messages
+                    .iter()
+                    .filter(|m| !m.is_map_entry())
+                    .enumerate()
+                    .map(|(i, m)| (m.name().to_owned(), (i, m.clone())))
+                    .collect()
+            };
         let originals = index(&original_messages);
         let updates = index(&update_messages);
         let names: BTreeSet<&String> = originals.keys().chain(updates.keys()).collect();
@@ -218,7 +219,9 @@ impl Context {
         }
 
         let enums = |list: &[EnumDescriptor]| -> BTreeMap<String, EnumDescriptor> {
-            list.iter().map(|e| (e.name().to_owned(), e.clone())).collect()
+            list.iter()
+                .map(|e| (e.name().to_owned(), e.clone()))
+                .collect()
         };
         let originals = enums(&original_enums);
         let updates = enums(&update_enums);
@@ -244,11 +247,13 @@ impl Context {
         let updates = by_number(update);
         let numbers: BTreeSet<i32> = originals.keys().chain(updates.keys()).copied().collect();
         for number in numbers {
-            self.at(number, |ctx| match (originals.get(&number), updates.get(&number)) {
-                (Some(_), None) => ctx.add(DifferenceType::EnumConstRemoved),
-                (None, Some(_)) => ctx.add(DifferenceType::EnumConstAdded),
-                (Some(o), Some(u)) if o != u => ctx.add(DifferenceType::EnumConstChanged),
-                _ => {}
+            self.at(number, |ctx| {
+                match (originals.get(&number), updates.get(&number)) {
+                    (Some(_), None) => ctx.add(DifferenceType::EnumConstRemoved),
+                    (None, Some(_)) => ctx.add(DifferenceType::EnumConstAdded),
+                    (Some(o), Some(u)) if o != u => ctx.add(DifferenceType::EnumConstChanged),
+                    _ => {}
+                }
             });
         }
     }
@@ -336,7 +341,10 @@ impl Context {
             .collect();
         for number in numbers {
             self.at(number, |ctx| {
-                match (original_by_number.get(&number), update_by_number.get(&number)) {
+                match (
+                    original_by_number.get(&number),
+                    update_by_number.get(&number),
+                ) {
                     (Some(o), None) => ctx.add(if label(o) == Some(Label::Required) {
                         DifferenceType::RequiredFieldRemoved
                     } else {
@@ -472,12 +480,10 @@ enum TypeRef {
 impl TypeRef {
     fn of(field: &FieldDescriptor) -> TypeRef {
         match field.kind() {
-            FieldKind::Message(m) if field.is_map() => {
-                TypeRef::Map(
-                    Box::new(TypeRef::of(&m.map_entry_key_field())),
-                    Box::new(TypeRef::of(&m.map_entry_value_field())),
-                )
-            }
+            FieldKind::Message(m) if field.is_map() => TypeRef::Map(
+                Box::new(TypeRef::of(&m.map_entry_key_field())),
+                Box::new(TypeRef::of(&m.map_entry_value_field())),
+            ),
             FieldKind::Message(m) => TypeRef::Message(m),
             FieldKind::Enum(_) => TypeRef::Enum,
             _ => TypeRef::Scalar(field.field_descriptor_proto().r#type()),

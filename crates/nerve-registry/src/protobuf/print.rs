@@ -257,10 +257,7 @@ impl Printer {
             let value = entry.field.iter().find(|f| f.number() == 2);
             let key = key.map(type_text).unwrap_or_default();
             let value = value.map(type_text).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{pad}map<{key}, {value}> {name} = {number}{options};"
-            );
+            let _ = writeln!(out, "{pad}map<{key}, {value}> {name} = {number}{options};");
             return;
         }
         if field.r#type() == Type::Group {
@@ -566,7 +563,11 @@ fn file_options(file: &FileDescriptorProto) -> Options {
     push_bool(&mut list, "java_multiple_files", o.java_multiple_files);
     push_string(&mut list, "java_outer_classname", &o.java_outer_classname);
     push_string(&mut list, "java_package", &o.java_package);
-    push_bool(&mut list, "java_string_check_utf8", o.java_string_check_utf8);
+    push_bool(
+        &mut list,
+        "java_string_check_utf8",
+        o.java_string_check_utf8,
+    );
     push_string(&mut list, "objc_class_prefix", &o.objc_class_prefix);
     if o.optimize_for.is_some() {
         list.push((
@@ -575,7 +576,11 @@ fn file_options(file: &FileDescriptorProto) -> Options {
         ));
     }
     push_string(&mut list, "php_class_prefix", &o.php_class_prefix);
-    push_string(&mut list, "php_metadata_namespace", &o.php_metadata_namespace);
+    push_string(
+        &mut list,
+        "php_metadata_namespace",
+        &o.php_metadata_namespace,
+    );
     push_string(&mut list, "php_namespace", &o.php_namespace);
     push_bool(&mut list, "py_generic_services", o.py_generic_services);
     push_string(&mut list, "ruby_package", &o.ruby_package);
