@@ -716,3 +716,31 @@ fn payloads_are_checked_against_the_indexed_message() {
         .validate_payload(&framed(&[0x00], &[0x0a, 0x02, 0xff, 0xfe]))
         .is_err());
 }
+
+/// `orders/order.proto` as confluent-kafka's ProtobufSerializer sends it (`_schema_to_str`: base64 of the
+/// file's `serialized_pb`), built with the Python protobuf runtime; the Timestamp import is a well-known
+/// file the client skips as a reference.
+const PYTHON_ORDER_B64: &str = "ChJvcmRlcnMvb3JkZXIucHJvdG8SBm9yZGVycxofZ29vZ2xlL3Byb3RvYnVmL3RpbWVzdGFtcC5wcm90byKcAQoFT3JkZXISEAoIb3JkZXJfaWQYASABKAkSLQoJcGxhY2VkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgR0YWdzGAMgAygLMhcub3JkZXJzLk9yZGVyLlRhZ3NFbnRyeRorCglUYWdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgFOgI4AWIGcHJvdG8z";
+
+#[test]
+fn python_client_descriptor_parses_and_its_payload_validates() {
+    let schema = proto(PYTHON_ORDER_B64);
+    let text = r#"syntax = "proto3";
+        package orders;
+        import "google/protobuf/timestamp.proto";
+        message Order {
+          string order_id = 1;
+          google.protobuf.Timestamp placed_at = 2;
+          map<string, int32> tags = 3;
+        }"#;
+    assert_eq!(schema.canonical(), proto(text).canonical());
+    // Order { order_id: "o-1", placed_at: { seconds: 5 }, tags: { "a": 3 } }, serialized by Python.
+    let body = [
+        0x0a, 0x03, 0x6f, 0x2d, 0x31, 0x12, 0x02, 0x08, 0x05, 0x1a, 0x05, 0x0a, 0x01, 0x61, 0x10,
+        0x03,
+    ];
+    assert_eq!(
+        schema.validate_payload(&[&[0x00][..], &body].concat()),
+        Ok(())
+    );
+}
