@@ -8,6 +8,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
 use crate::group::{Coordinator, GroupSettings, OFFSETS_TOPIC};
+use crate::validation::{RecordValidator, Validation, Validations};
 
 /// A single Kafka broker over a [`LogStore`] and a [`MetaStore`].
 pub struct Broker {
@@ -20,6 +21,8 @@ pub struct Broker {
     pub(crate) cluster_id: String,
     /// The group coordinator: groups, members, committed offsets.
     pub(crate) groups: Arc<Coordinator>,
+    /// Topics with broker-side schema validation on, and the validator.
+    pub(crate) validations: Validations,
     /// Serializes topic creation and deletion, whose metadata and partition logs change in two steps.
     topic_changes: Mutex<()>,
     shutdown: watch::Receiver<bool>,
@@ -66,10 +69,16 @@ impl Broker {
             groups,
             advertised,
             cluster_id,
+            validations: Validations::default(),
             topic_changes: Mutex::new(()),
             shutdown,
         };
         broker.create_missing_partitions().await;
+        for topic in broker.meta.topics() {
+            if let Ok(config) = broker.config.topic_config(&topic.configs) {
+                broker.note_validation(&topic.name, &config);
+            }
+        }
         broker
             .load_offsets(offsets_partitions)
             .await
@@ -119,6 +128,22 @@ impl Broker {
             Ok(_) | Err(StorageError::TopicAlreadyExists(_)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets what judges records produced to topics with `confluent.key.schema.validation` or
+    /// `confluent.value.schema.validation` on (the schema registry). Returns false if one was set already.
+    pub fn set_record_validator(&self, validator: Arc<dyn RecordValidator>) -> bool {
+        self.validations.set_validator(validator)
+    }
+
+    fn note_validation(&self, topic: &str, config: &nerve_storage::TopicConfig) {
+        self.validations.set_topic(
+            topic,
+            Validation {
+                key: config.key_schema_validation,
+                value: config.value_schema_validation,
+            },
+        );
     }
 
     /// The log store, for the services beside the broker that keep their state in topics.
@@ -197,6 +222,7 @@ impl Broker {
                 Err(e) => return Err(e),
             }
         }
+        self.note_validation(name, &config);
         tracing::info!(topic = name, partitions, id = %meta.id, "created topic");
         Ok(meta)
     }
@@ -271,6 +297,7 @@ impl Broker {
         self.meta.set_topic_configs(name, overrides).await?;
         // Stored first: the stored overrides are what every start applies, so if applying them live fails the
         // client hears it, and a retry or the next start brings the partitions in line.
+        self.note_validation(name, &config);
         self.log.set_topic_config(name, config).await?;
         tracing::info!(topic = name, "changed topic configs");
         Ok(())
@@ -280,6 +307,7 @@ impl Broker {
     pub(crate) async fn delete_topic(&self, name: &str) -> Result<TopicMeta, StorageError> {
         let _guard = self.topic_changes.lock().await;
         let meta = self.meta.delete_topic(name).await?;
+        self.validations.set_topic(name, Validation::default());
         for partition in 0..meta.partitions {
             let tp = TopicPartition::new(name, partition);
             match self.log.delete_partition(&tp).await {

@@ -16,9 +16,11 @@ mod connection;
 mod error;
 mod group;
 mod server;
+pub mod validation;
 
 pub use api::SUPPORTED_APIS;
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigError};
 pub use error::RequestError;
 pub use server::{Server, ServerError};
+pub use validation::{RecordPart, RecordValidator};

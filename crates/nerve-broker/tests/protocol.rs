@@ -1587,3 +1587,80 @@ async fn offset_for_leader_epoch_ends_epoch_zero_at_the_log_end() {
         ResponseError::UnknownTopicOrPartition.code()
     );
 }
+
+/// Judges values by a rule the test can see: a value is valid when it starts with "ok".
+struct StartsWithOk;
+
+impl nerve_broker::RecordValidator for StartsWithOk {
+    fn validate(
+        &self,
+        topic: &str,
+        part: nerve_broker::RecordPart,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        if bytes.starts_with(b"ok") {
+            Ok(())
+        } else {
+            Err(format!("of {topic} is not ok ({})", part.name()))
+        }
+    }
+}
+
+#[tokio::test]
+async fn schema_validation_refuses_the_whole_batch_naming_each_bad_record() {
+    let broker = start().await;
+    assert!(broker
+        .broker
+        .set_record_validator(std::sync::Arc::new(StartsWithOk)));
+    let mut client = Client::connect(&broker).await;
+    create_topic(
+        &mut client,
+        "checked",
+        1,
+        &[("confluent.value.schema.validation", "true")],
+    )
+    .await;
+    create_topic(&mut client, "unchecked", 1, &[]).await;
+    let records = batch(
+        &[
+            (Some("a"), "ok 1"),
+            (Some("b"), "bad"),
+            (Some("c"), "ok 2"),
+            (Some("d"), "worse"),
+        ],
+        1000,
+    );
+    let response = client
+        .call(9, &produce_request("checked", 1, records.clone()))
+        .await;
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, ResponseError::InvalidRecord.code());
+    assert_eq!(partition.base_offset, -1);
+    let indexes: Vec<i32> = partition
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
+    assert_eq!(indexes, [1, 3]);
+    let first = partition.record_errors[0]
+        .batch_index_error_message
+        .as_deref()
+        .unwrap_or_default();
+    assert_eq!(first, "record 1: value of checked is not ok (value)");
+    let message = partition.error_message.as_deref().unwrap_or_default();
+    assert!(message.contains("record 1"), "{message}");
+
+    // Nothing of the refused batch was stored; a valid one is, from offset 0; other topics are not judged.
+    let ok = client
+        .call(
+            9,
+            &produce_request("checked", 1, batch(&[(Some("a"), "ok")], 1000)),
+        )
+        .await;
+    assert_eq!(ok.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(ok.responses[0].partition_responses[0].base_offset, 0);
+    let free = client
+        .call(9, &produce_request("unchecked", 1, records))
+        .await;
+    assert_eq!(free.responses[0].partition_responses[0].error_code, 0);
+}

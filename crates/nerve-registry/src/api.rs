@@ -95,7 +95,8 @@ pub fn router(registry: Arc<Registry>, max_body: usize) -> Router {
 
 impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self, "schema registry request failed");
         }
@@ -142,7 +143,8 @@ async fn body_json<T: DeserializeOwned>(body: Body, max: usize) -> Result<T, Reg
     let bytes = axum::body::to_bytes(body, max)
         .await
         .map_err(|_| RegistryError::TooLarge(max))?;
-    serde_json::from_slice(&bytes).map_err(|e| RegistryError::BadRequest(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RegistryError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
 fn parse_id(text: &str) -> Result<i32, RegistryError> {
@@ -278,7 +280,9 @@ async fn version(
     params: Params,
 ) -> Answer {
     let spec = VersionSpec::parse(&version)?;
-    ok(&api.registry.version(&subject, spec, flag(&params, "deleted"))?)
+    ok(&api
+        .registry
+        .version(&subject, spec, flag(&params, "deleted"))?)
 }
 
 async fn version_schema(
@@ -341,12 +345,9 @@ async fn compatibility(
     body: Body,
 ) -> Answer {
     let request: SchemaRequest = body_json(body, api.max_body).await?;
-    let problems = api.registry.check_compatibility(
-        &subject,
-        spec,
-        &request,
-        flag(&params, "normalize"),
-    )?;
+    let problems =
+        api.registry
+            .check_compatibility(&subject, spec, &request, flag(&params, "normalize"))?;
     let compatible = problems.is_empty();
     if flag(&params, "verbose") {
         ok(&json!({"is_compatible": compatible, "messages": problems}))

@@ -33,7 +33,7 @@ pub(crate) fn parse(
     text: &str,
     dependencies: &[Dependency],
 ) -> Result<Arc<dyn ParsedSchema>, InvalidSchema> {
-    let invalid = |reason: String| InvalidSchema(format!("Invalid schema {text}: {reason}"));
+    let invalid = |reason: String| InvalidSchema(reason);
     let mut builder = Builder::default();
     let mut dependency_texts = Vec::with_capacity(dependencies.len());
     for dependency in dependencies {

@@ -26,7 +26,8 @@ pub enum RegistryError {
     SubjectCompatibilityNotConfigured(String),
     #[error("Subject '{0}' does not have subject-level mode configured")]
     SubjectModeNotConfigured(String),
-    #[error("Invalid schema: {0}")]
+    /// The message is complete (it begins "Invalid schema" where a schema failed to parse).
+    #[error("{0}")]
     InvalidSchema(String),
     #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
     InvalidVersion(String),

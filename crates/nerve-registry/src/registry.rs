@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::compatibility::{self, CompatibilityLevel, Earlier};
 use crate::error::RegistryError;
 use crate::schema::{self, Dependency, ParsedSchema, SchemaReference, SchemaType};
-use crate::store::{
-    Change, ConfigValue, IdValue, Key, Mode, ModeValue, SchemaLog, SchemaValue,
-};
+use crate::store::{Change, ConfigValue, IdValue, Key, Mode, ModeValue, SchemaLog, SchemaValue};
 
 /// How deep references may nest.
 const MAX_REFERENCE_DEPTH: usize = 32;
@@ -215,7 +213,7 @@ impl Registry {
                 (Mode::Import, Some(v)) if v >= 1 => v,
                 (_, Some(v)) if v >= 1 && v != next_version => {
                     return Err(RegistryError::InvalidSchema(format!(
-                        "version {v} is not the next version {next_version} of subject {subject}"
+                        "Invalid schema: version {v} is not the next version {next_version} of subject {subject}"
                     )))
                 }
                 _ => next_version,
@@ -330,7 +328,11 @@ impl Registry {
     }
 
     /// Ids of the schemas that refer to this subject version.
-    pub fn referenced_by(&self, subject: &str, spec: VersionSpec) -> Result<Vec<i32>, RegistryError> {
+    pub fn referenced_by(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+    ) -> Result<Vec<i32>, RegistryError> {
         let state = self.state.read();
         let (version, _) = state.find_version(subject, spec, false)?;
         Ok(state.referrers(subject, version))
@@ -361,6 +363,51 @@ impl Registry {
         self.state.read().schemas.get(&id)?.parsed.clone()
     }
 
+    /// Checks a produced key or value for broker-side validation: it must be in the wire format (magic
+    /// byte 0, then the schema id as 4 big-endian bytes, then the payload), its id must be one of
+    /// `subject`'s live versions, and the payload must decode with that schema. The error says which
+    /// of these failed.
+    pub fn validate_record(&self, subject: &str, bytes: &[u8]) -> Result<(), String> {
+        let (magic, id, payload) = match bytes {
+            [magic, a, b, c, d, payload @ ..] => {
+                (*magic, i32::from_be_bytes([*a, *b, *c, *d]), payload)
+            }
+            _ => {
+                return Err(format!(
+                    "is {} bytes long: too short for the schema registry wire format (magic byte 0 and a 4-byte schema id)",
+                    bytes.len()
+                ))
+            }
+        };
+        if magic != 0 {
+            return Err(format!(
+                "starts with byte {magic}, not the schema registry wire format's magic byte 0"
+            ));
+        }
+        let parsed = {
+            let state = self.state.read();
+            let Some(stored) = state.schemas.get(&id) else {
+                return Err(format!("names schema id {id}, which is not registered"));
+            };
+            let registered = state
+                .subjects
+                .get(subject)
+                .is_some_and(|v| v.values().any(|e| e.id == id && !e.deleted));
+            if !registered {
+                return Err(format!(
+                    "names schema id {id}, which is not registered under subject {subject}"
+                ));
+            }
+            stored
+                .parsed
+                .clone()
+                .ok_or_else(|| format!("names schema id {id}, which cannot be parsed"))?
+        };
+        parsed
+            .validate_payload(payload)
+            .map_err(|e| format!("does not match schema id {id}: {e}"))
+    }
+
     /// The subject versions that hold the schema with this id.
     pub fn id_versions(&self, id: i32, deleted: bool) -> Result<Vec<(String, i32)>, RegistryError> {
         let state = self.state.read();
@@ -377,16 +424,6 @@ impl Registry {
                     .map(move |(v, _)| (subject.clone(), *v))
             })
             .collect())
-    }
-
-    /// Whether `subject` currently has version(s) holding the schema `id` (soft-deleted ones count only
-    /// with `deleted`).
-    pub fn subject_has_id(&self, subject: &str, id: i32) -> bool {
-        let state = self.state.read();
-        state
-            .subjects
-            .get(subject)
-            .is_some_and(|v| v.values().any(|e| e.id == id && !e.deleted))
     }
 
     pub fn schema_types(&self) -> Vec<&'static str> {
@@ -604,7 +641,11 @@ impl Registry {
     }
 
     /// A subject's own mode; with `default_to_global`, the registry-wide one when it has none.
-    pub fn subject_mode(&self, subject: &str, default_to_global: bool) -> Result<Mode, RegistryError> {
+    pub fn subject_mode(
+        &self,
+        subject: &str,
+        default_to_global: bool,
+    ) -> Result<Mode, RegistryError> {
         let state = self.state.read();
         match state.subject_mode.get(subject) {
             Some(mode) => Ok(*mode),
@@ -776,7 +817,10 @@ impl State {
 
     /// Drops a schema no version refers to any more (after hard deletes), so its id answers 40403.
     fn forget_unused(&mut self, id: i32) {
-        let used = self.subjects.values().any(|v| v.values().any(|e| e.id == id));
+        let used = self
+            .subjects
+            .values()
+            .any(|v| v.values().any(|e| e.id == id));
         if !used {
             if let Some(stored) = self.schemas.remove(&id) {
                 self.ids.remove(&(
@@ -823,17 +867,23 @@ impl State {
             .schema
             .as_deref()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| RegistryError::InvalidSchema("Empty schema".into()))?;
+            .ok_or_else(|| RegistryError::InvalidSchema("Invalid schema: empty schema".into()))?;
         let schema_type = match request.schema_type.as_deref() {
             None => SchemaType::Avro,
             Some(name) => SchemaType::from_name(name).ok_or_else(|| {
-                RegistryError::InvalidSchema(format!("unknown schema type {name}"))
+                RegistryError::InvalidSchema(format!("Invalid schema: unknown schema type {name}"))
             })?,
         };
         let references = request.references.clone().unwrap_or_default();
         let dependencies = self.dependencies(&references, 0)?;
-        let parsed = schema::parse(schema_type, text, &dependencies)
-            .map_err(|e| RegistryError::InvalidSchema(e.0))?;
+        let parsed = schema::parse(schema_type, text, &dependencies).map_err(|e| {
+            // Confluent's wording, so that tools matching on it keep working.
+            RegistryError::InvalidSchema(format!(
+                "Invalid schema {text} of type {}, details: {}",
+                schema_type.name(),
+                e.0
+            ))
+        })?;
         let text = if normalize {
             parsed.normalized()
         } else {
@@ -852,7 +902,8 @@ impl State {
         let Some(stored) = self.schemas.get(&id) else {
             return false;
         };
-        if stored.schema_type != candidate.schema_type || stored.references != candidate.references {
+        if stored.schema_type != candidate.schema_type || stored.references != candidate.references
+        {
             return false;
         }
         if stored.text == candidate.text {
@@ -873,7 +924,7 @@ impl State {
     ) -> Result<Vec<Dependency>, RegistryError> {
         if depth > MAX_REFERENCE_DEPTH {
             return Err(RegistryError::InvalidSchema(
-                "references nest too deep".into(),
+                "Invalid schema: references nest too deep".into(),
             ));
         }
         let mut out: Vec<Dependency> = Vec::new();
@@ -888,12 +939,15 @@ impl State {
                 .find_version(&reference.subject, spec, true)
                 .map_err(|_| {
                     RegistryError::InvalidSchema(format!(
-                        "reference {} to subject {} version {} does not exist",
+                        "Invalid schema: reference {} to subject {} version {} does not exist",
                         reference.name, reference.subject, reference.version
                     ))
                 })?;
             let stored = self.schemas.get(&entry.id).ok_or_else(|| {
-                RegistryError::InvalidSchema(format!("reference {} is gone", reference.name))
+                RegistryError::InvalidSchema(format!(
+                    "Invalid schema: reference {} is gone",
+                    reference.name
+                ))
             })?;
             for dependency in self.dependencies(&stored.references, depth + 1)? {
                 if seen.insert(dependency.name.clone()) {

@@ -78,11 +78,7 @@ pub(crate) struct SchemaValue {
     pub(crate) subject: String,
     pub(crate) version: i32,
     pub(crate) id: i32,
-    #[serde(
-        rename = "schemaType",
-        default,
-        skip_serializing_if = "is_avro"
-    )]
+    #[serde(rename = "schemaType", default, skip_serializing_if = "is_avro")]
     pub(crate) schema_type: SchemaType,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) references: Vec<SchemaReference>,
@@ -160,7 +156,10 @@ impl SchemaLog {
             match (key, value) {
                 (Some(key), None) => out.push((key, None)),
                 (Some(key), Some(Ok(value))) => out.push((key, Some(value))),
-                _ => tracing::warn!(offset, "skipping a record of _schemas that is not the registry's"),
+                _ => tracing::warn!(
+                    offset,
+                    "skipping a record of _schemas that is not the registry's"
+                ),
             }
         })
         .await?;

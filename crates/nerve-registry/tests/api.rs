@@ -109,7 +109,9 @@ impl Fixture {
 }
 
 async fn app(log: Arc<dyn LogStore>) -> Router {
-    let registry = Registry::open(log, schemas_tp()).await.expect("registry opens");
+    let registry = Registry::open(log, schemas_tp())
+        .await
+        .expect("registry opens");
     api::router(registry, 64 * 1024)
 }
 
@@ -140,7 +142,11 @@ fn user_without_default() -> Value {
 fn assert_error(answer: (StatusCode, Value), status: u16, code: i64) {
     let (got_status, body) = answer;
     assert_eq!(got_status.as_u16(), status, "status of {body}");
-    assert_eq!(body["error_code"].as_i64(), Some(code), "error code of {body}");
+    assert_eq!(
+        body["error_code"].as_i64(),
+        Some(code),
+        "error code of {body}"
+    );
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "a message in {body}"
@@ -185,21 +191,33 @@ async fn a_compatible_change_gets_a_new_version_and_an_incompatible_one_is_refus
     assert_eq!(body["error_code"], 409);
     let message = body["message"].as_str().unwrap();
     assert!(message.contains("incompatible"), "{message}");
-    assert!(message.contains("price"), "the message names the field: {message}");
-    assert_eq!(f.get("/subjects/views-value/versions").await.1, json!([1, 2]));
+    assert!(
+        message.contains("price"),
+        "the message names the field: {message}"
+    );
+    assert_eq!(
+        f.get("/subjects/views-value/versions").await.1,
+        json!([1, 2])
+    );
 
     let (status, latest) = f.get("/subjects/views-value/versions/latest").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(latest["version"], 2);
     assert_eq!(latest["id"], 2);
     assert_eq!(latest["subject"], "views-value");
-    assert!(latest.get("schemaType").is_none(), "AVRO is implied: {latest}");
+    assert!(
+        latest.get("schemaType").is_none(),
+        "AVRO is implied: {latest}"
+    );
     let stored: Value = serde_json::from_str(latest["schema"].as_str().unwrap()).unwrap();
     assert_eq!(stored["fields"][2]["name"], "session_id");
     let (_, raw) = f.get("/subjects/views-value/versions/1/schema").await;
     assert_eq!(raw["name"], "UserViewedProduct");
     let (_, by_id) = f.get("/schemas/ids/1").await;
-    assert_eq!(by_id["schema"], f.get("/subjects/views-value/versions/1").await.1["schema"]);
+    assert_eq!(
+        by_id["schema"],
+        f.get("/subjects/views-value/versions/1").await.1["schema"]
+    );
 }
 
 #[tokio::test]
@@ -220,11 +238,19 @@ async fn compatibility_endpoint_answers_with_and_without_verbose() {
     };
     assert_eq!(check(user_v2(), "").await.1, json!({"is_compatible": true}));
     let (status, body) = check(user_without_default(), "").await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"is_compatible": false})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"is_compatible": false}))
+    );
     let (_, verbose) = check(user_without_default(), "?verbose=true").await;
     assert_eq!(verbose["is_compatible"], false);
     let messages = verbose["messages"].as_array().expect("messages");
-    assert!(messages.iter().any(|m| m.as_str().unwrap().contains("price")), "{verbose}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("price")),
+        "{verbose}"
+    );
     // Against every version the level looks at, and against a subject that does not exist yet.
     let (_, all) = f
         .call(
@@ -267,7 +293,10 @@ async fn lookup_finds_the_version_holding_a_schema() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((found["version"].as_i64(), found["id"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(
+        (found["version"].as_i64(), found["id"].as_i64()),
+        (Some(1), Some(1))
+    );
     assert_error(
         f.call(
             "POST",
@@ -293,11 +322,21 @@ async fn lookup_finds_the_version_holding_a_schema() {
 #[tokio::test]
 async fn config_levels_per_registry_and_subject() {
     let f = Fixture::new().await;
-    assert_eq!(f.get("/config").await.1, json!({"compatibilityLevel": "BACKWARD"}));
+    assert_eq!(
+        f.get("/config").await.1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
     let (status, body) = f
-        .call("PUT", "/config", Some(json!({"compatibility": "full_transitive"})))
+        .call(
+            "PUT",
+            "/config",
+            Some(json!({"compatibility": "full_transitive"})),
+        )
         .await;
-    assert_eq!((status, body), (StatusCode::OK, json!({"compatibility": "FULL_TRANSITIVE"})));
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"compatibility": "FULL_TRANSITIVE"}))
+    );
     assert_eq!(
         f.get("/config").await.1,
         json!({"compatibilityLevel": "FULL_TRANSITIVE"})
@@ -315,19 +354,32 @@ async fn config_levels_per_registry_and_subject() {
         json!({"compatibilityLevel": "FULL_TRANSITIVE"})
     );
     // A subject at NONE accepts what BACKWARD refuses; deleting its level brings the global one back.
-    f.call("PUT", "/config/views-value", Some(json!({"compatibility": "NONE"})))
-        .await;
+    f.call(
+        "PUT",
+        "/config/views-value",
+        Some(json!({"compatibility": "NONE"})),
+    )
+    .await;
     assert_eq!(
         f.get("/config/views-value").await.1,
         json!({"compatibilityLevel": "NONE"})
     );
-    assert_eq!(f.register_id("views-value", &user_without_default()).await, 2);
+    assert_eq!(
+        f.register_id("views-value", &user_without_default()).await,
+        2
+    );
     let (status, previous) = f.call("DELETE", "/config/views-value", None).await;
-    assert_eq!((status, previous), (StatusCode::OK, json!({"compatibilityLevel": "NONE"})));
+    assert_eq!(
+        (status, previous),
+        (StatusCode::OK, json!({"compatibilityLevel": "NONE"}))
+    );
     assert_error(f.get("/config/views-value").await, 404, 40408);
     let (_, reset) = f.call("DELETE", "/config", None).await;
     assert_eq!(reset, json!({"compatibilityLevel": "FULL_TRANSITIVE"}));
-    assert_eq!(f.get("/config").await.1, json!({"compatibilityLevel": "BACKWARD"}));
+    assert_eq!(
+        f.get("/config").await.1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
 }
 
 #[tokio::test]
@@ -335,13 +387,21 @@ async fn modes_refuse_changes_in_readonly_and_take_ids_in_import() {
     let f = Fixture::new().await;
     assert_eq!(f.get("/mode").await.1, json!({"mode": "READWRITE"}));
     assert_error(
-        f.call("PUT", "/mode", Some(json!({"mode": "SOMETIMES"}))).await,
+        f.call("PUT", "/mode", Some(json!({"mode": "SOMETIMES"})))
+            .await,
         422,
         42204,
     );
-    f.call("PUT", "/mode/views-value", Some(json!({"mode": "READONLY"})))
-        .await;
-    assert_eq!(f.get("/mode/views-value").await.1, json!({"mode": "READONLY"}));
+    f.call(
+        "PUT",
+        "/mode/views-value",
+        Some(json!({"mode": "READONLY"})),
+    )
+    .await;
+    assert_eq!(
+        f.get("/mode/views-value").await.1,
+        json!({"mode": "READONLY"})
+    );
     assert_error(f.register("views-value", &user_v1()).await, 422, 42205);
     assert_eq!(f.register_id("other-value", &user_v1()).await, 1);
     let (_, previous) = f.call("DELETE", "/mode/views-value", None).await;
@@ -354,7 +414,8 @@ async fn modes_refuse_changes_in_readonly_and_take_ids_in_import() {
 
     // IMPORT is refused where schemas exist, unless forced; then ids and versions are the caller's.
     assert_error(
-        f.call("PUT", "/mode", Some(json!({"mode": "IMPORT"}))).await,
+        f.call("PUT", "/mode", Some(json!({"mode": "IMPORT"})))
+            .await,
         422,
         42205,
     );
@@ -370,7 +431,10 @@ async fn modes_refuse_changes_in_readonly_and_take_ids_in_import() {
         )
         .await;
     assert_eq!((status, body), (StatusCode::OK, json!({"id": 100})));
-    assert_eq!(f.get("/subjects/imported-value/versions").await.1, json!([7]));
+    assert_eq!(
+        f.get("/subjects/imported-value/versions").await.1,
+        json!([7])
+    );
     // An id taken by another schema cannot be overwritten.
     assert_error(
         f.call(
@@ -382,9 +446,13 @@ async fn modes_refuse_changes_in_readonly_and_take_ids_in_import() {
         422,
         42205,
     );
-    f.call("PUT", "/mode", Some(json!({"mode": "READWRITE"}))).await;
+    f.call("PUT", "/mode", Some(json!({"mode": "READWRITE"})))
+        .await;
     // Ids given later continue after the imported ones.
-    assert_eq!(f.register_id("later-value", &user_without_default()).await, 101);
+    assert_eq!(
+        f.register_id("later-value", &user_without_default()).await,
+        101
+    );
 }
 
 #[tokio::test]
@@ -393,12 +461,18 @@ async fn soft_and_hard_deletes_follow_confluents_rules() {
     f.register_id("views-value", &user_v1()).await;
     f.register_id("views-value", &user_v2()).await;
     assert_error(
-        f.call("DELETE", "/subjects/views-value/versions/1?permanent=true", None)
-            .await,
+        f.call(
+            "DELETE",
+            "/subjects/views-value/versions/1?permanent=true",
+            None,
+        )
+        .await,
         404,
         40407,
     );
-    let (status, deleted) = f.call("DELETE", "/subjects/views-value/versions/1", None).await;
+    let (status, deleted) = f
+        .call("DELETE", "/subjects/views-value/versions/1", None)
+        .await;
     assert_eq!((status, deleted), (StatusCode::OK, json!(1)));
     assert_eq!(f.get("/subjects/views-value/versions").await.1, json!([2]));
     assert_eq!(
@@ -407,18 +481,25 @@ async fn soft_and_hard_deletes_follow_confluents_rules() {
     );
     assert_error(f.get("/subjects/views-value/versions/1").await, 404, 40402);
     assert_eq!(
-        f.get("/subjects/views-value/versions/1?deleted=true").await.1["id"],
+        f.get("/subjects/views-value/versions/1?deleted=true")
+            .await
+            .1["id"],
         1
     );
     assert_error(
-        f.call("DELETE", "/subjects/views-value/versions/1", None).await,
+        f.call("DELETE", "/subjects/views-value/versions/1", None)
+            .await,
         404,
         40406,
     );
     // A soft-deleted schema is still readable by id: consumers may hold data written with it.
     assert_eq!(f.get("/schemas/ids/1").await.0, StatusCode::OK);
     let (_, hard) = f
-        .call("DELETE", "/subjects/views-value/versions/1?permanent=true", None)
+        .call(
+            "DELETE",
+            "/subjects/views-value/versions/1?permanent=true",
+            None,
+        )
         .await;
     assert_eq!(hard, json!(1));
     assert_eq!(
@@ -429,7 +510,8 @@ async fn soft_and_hard_deletes_follow_confluents_rules() {
 
     // The whole subject: soft, then hard.
     assert_error(
-        f.call("DELETE", "/subjects/views-value?permanent=true", None).await,
+        f.call("DELETE", "/subjects/views-value?permanent=true", None)
+            .await,
         404,
         40405,
     );
@@ -438,7 +520,10 @@ async fn soft_and_hard_deletes_follow_confluents_rules() {
         json!([2])
     );
     assert_eq!(f.get("/subjects").await.1, json!([]));
-    assert_eq!(f.get("/subjects?deleted=true").await.1, json!(["views-value"]));
+    assert_eq!(
+        f.get("/subjects?deleted=true").await.1,
+        json!(["views-value"])
+    );
     assert_error(f.get("/subjects/views-value/versions").await, 404, 40401);
     assert_error(
         f.call("DELETE", "/subjects/views-value", None).await,
@@ -453,7 +538,10 @@ async fn soft_and_hard_deletes_follow_confluents_rules() {
     );
     assert_eq!(f.get("/subjects?deleted=true").await.1, json!([]));
     // Ids are never reused, even after every schema that had them is gone.
-    assert_eq!(f.register_id("views-value", &user_without_default()).await, 3);
+    assert_eq!(
+        f.register_id("views-value", &user_without_default()).await,
+        3
+    );
     // The subject starts again from version 1 after a hard delete.
     assert_eq!(f.get("/subjects/views-value/versions").await.1, json!([1]));
 }
@@ -467,11 +555,20 @@ async fn everything_survives_a_restart_and_ids_are_not_reused() {
     f.call("DELETE", "/subjects/gone-value", None).await;
     f.call("DELETE", "/subjects/gone-value?permanent=true", None)
         .await;
-    f.call("PUT", "/config/views-value", Some(json!({"compatibility": "FULL"})))
+    f.call(
+        "PUT",
+        "/config/views-value",
+        Some(json!({"compatibility": "FULL"})),
+    )
+    .await;
+    f.call(
+        "PUT",
+        "/mode/frozen-value",
+        Some(json!({"mode": "READONLY"})),
+    )
+    .await;
+    f.call("DELETE", "/subjects/views-value/versions/1", None)
         .await;
-    f.call("PUT", "/mode/frozen-value", Some(json!({"mode": "READONLY"})))
-        .await;
-    f.call("DELETE", "/subjects/views-value/versions/1", None).await;
 
     let f = f.reopen().await;
     assert_eq!(f.get("/subjects").await.1, json!(["views-value"]));
@@ -484,7 +581,10 @@ async fn everything_survives_a_restart_and_ids_are_not_reused() {
         f.get("/config/views-value").await.1,
         json!({"compatibilityLevel": "FULL"})
     );
-    assert_eq!(f.get("/mode/frozen-value").await.1, json!({"mode": "READONLY"}));
+    assert_eq!(
+        f.get("/mode/frozen-value").await.1,
+        json!({"mode": "READONLY"})
+    );
     assert_error(f.get("/schemas/ids/3").await, 404, 40403);
     let next = f
         .register_id(
@@ -511,7 +611,11 @@ async fn references_resolve_and_protect_what_they_refer_to() {
         "references": [{"name": "shop.Address", "subject": "address", "version": 1}]
     });
     let (status, registered) = f
-        .call("POST", "/subjects/customer-value/versions", Some(body.clone()))
+        .call(
+            "POST",
+            "/subjects/customer-value/versions",
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{registered}");
     let customer_id = registered["id"].as_i64().unwrap();
@@ -564,7 +668,11 @@ async fn bad_requests_get_confluents_status_and_error_code() {
     assert_error(f.get("/subjects/nobody/versions").await, 404, 40401);
     assert_error(f.get("/subjects/views-value/versions/9").await, 404, 40402);
     assert_error(f.get("/schemas/ids/42").await, 404, 40403);
-    assert_error(f.get("/subjects/views-value/versions/abc").await, 422, 42202);
+    assert_error(
+        f.get("/subjects/views-value/versions/abc").await,
+        422,
+        42202,
+    );
     assert_error(f.get("/subjects/views-value/versions/0").await, 422, 42202);
     assert_error(
         f.call(

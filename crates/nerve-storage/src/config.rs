@@ -119,6 +119,19 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         default: "1000",
         doc: "With `fsync=interval`, the longest time an acknowledged append stays unsynced.",
     },
+    ConfigDef {
+        name: "confluent.key.schema.validation",
+        default: "false",
+        doc: "When `true`, every produced record's key must be in the schema registry's wire format (magic \
+              byte 0, 4-byte schema id) with a schema registered under the subject `<topic>-key`, and must \
+              decode with it; otherwise the batch is refused with `INVALID_RECORD`. Null keys pass.",
+    },
+    ConfigDef {
+        name: "confluent.value.schema.validation",
+        default: "false",
+        doc: "As `confluent.key.schema.validation`, for record values and the subject `<topic>-value`. Null \
+              values (tombstones) pass.",
+    },
 ];
 
 /// A topic's resolved configuration: the defaults of [`TOPIC_CONFIGS`] with the topic's overrides applied.
@@ -139,6 +152,10 @@ pub struct TopicConfig {
     pub timestamp_type: TimestampType,
     pub fsync: FsyncPolicy,
     pub fsync_interval: Duration,
+    /// `confluent.key.schema.validation`: the broker checks keys against the schema registry.
+    pub key_schema_validation: bool,
+    /// `confluent.value.schema.validation`: the broker checks values against the schema registry.
+    pub value_schema_validation: bool,
 }
 
 impl Default for TopicConfig {
@@ -160,6 +177,8 @@ impl Default for TopicConfig {
             timestamp_type: TimestampType::CreateTime,
             fsync: FsyncPolicy::Always,
             fsync_interval: Duration::ZERO,
+            key_schema_validation: false,
+            value_schema_validation: false,
         };
         for def in TOPIC_CONFIGS {
             // The table's defaults are constants checked by a unit test, so this cannot fail at run time.
@@ -200,6 +219,13 @@ impl TopicConfig {
                 return Err(invalid(&format!("must be at least {min}")));
             }
             Ok(v)
+        };
+        let boolean = || -> Result<bool> {
+            match value.trim() {
+                v if v.eq_ignore_ascii_case("true") => Ok(true),
+                v if v.eq_ignore_ascii_case("false") => Ok(false),
+                _ => Err(invalid("expected true or false")),
+            }
         };
         match name {
             "cleanup.policy" => {
@@ -265,6 +291,8 @@ impl TopicConfig {
                 }
             }
             "fsync.interval.ms" => self.fsync_interval = Duration::from_millis(int(1)? as u64),
+            "confluent.key.schema.validation" => self.key_schema_validation = boolean()?,
+            "confluent.value.schema.validation" => self.value_schema_validation = boolean()?,
             _ => {
                 return Err(StorageError::InvalidConfig {
                     name: name.to_string(),

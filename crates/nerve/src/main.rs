@@ -220,8 +220,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         broker.config().advertised_listener,
         data_dir.display()
     );
-    let registry = start_registry(&broker, registry_listen, registry_max_body, stop.subscribe())
-        .await?;
+    let registry = start_registry(
+        &broker,
+        registry_listen,
+        registry_max_body,
+        stop.subscribe(),
+    )
+    .await?;
     if let Some(addr) = &args.http_listen {
         println!("nerve: HTTP on {addr} is not served yet");
     }
@@ -231,7 +236,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("shutdown requested");
     let _ = stop.send(true);
     running.await.context("the server task failed")??;
-    registry.await.context("the schema registry task failed")??;
+    registry
+        .await
+        .context("the schema registry task failed")??;
     println!("nerve: stopped");
     Ok(())
 }
@@ -259,6 +266,7 @@ async fn start_registry(
         "nerve: schema registry on http://{}",
         listener.local_addr()?
     );
+    broker.set_record_validator(Arc::new(RegistryValidator(registry.clone())));
     let app = nerve_registry::api::router(registry, max_body);
     Ok(tokio::spawn(async move {
         axum::serve(listener, app)
@@ -268,6 +276,22 @@ async fn start_registry(
             .await
             .context("the schema registry stopped")
     }))
+}
+
+/// Broker-side schema validation by the registry, with Confluent's TopicNameStrategy: a topic's keys are
+/// checked against the subject `<topic>-key`, its values against `<topic>-value`.
+struct RegistryValidator(Arc<nerve_registry::Registry>);
+
+impl nerve_broker::RecordValidator for RegistryValidator {
+    fn validate(
+        &self,
+        topic: &str,
+        part: nerve_broker::RecordPart,
+        bytes: &[u8],
+    ) -> std::result::Result<(), String> {
+        self.0
+            .validate_record(&format!("{topic}-{}", part.name()), bytes)
+    }
 }
 
 fn open_stores(

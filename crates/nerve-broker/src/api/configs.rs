@@ -80,6 +80,9 @@ fn topic_config_facts(name: &str) -> Option<(i8, &'static str)> {
         "compression.type" => (TYPE_STRING, "compression.type"),
         "fsync" => (TYPE_STRING, "log.fsync"),
         "fsync.interval.ms" => (TYPE_LONG, "log.fsync.interval.ms"),
+        // Confluent Server has no broker-wide default for these; the synonym names the topic config.
+        "confluent.key.schema.validation" => (TYPE_BOOLEAN, "confluent.key.schema.validation"),
+        "confluent.value.schema.validation" => (TYPE_BOOLEAN, "confluent.value.schema.validation"),
         _ => return None,
     })
 }

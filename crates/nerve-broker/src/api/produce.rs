@@ -8,6 +8,9 @@
 //! - A record rejected by the storage (e.g. a null key on a compacted topic) fails its partition with
 //!   `INVALID_RECORD`, naming the record in `record_errors`.
 //! - Internal topics (`__consumer_offsets`) are written by the coordinator only: `INVALID_TOPIC_EXCEPTION`.
+//! - On topics with schema validation on (see [`crate::validation`]), a batch with a record whose key or
+//!   value does not carry a registered schema it decodes with fails with `INVALID_RECORD`, each such
+//!   record named in `record_errors`; nothing of the batch is stored.
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -104,6 +107,26 @@ async fn append(
                 ))
         }
     };
+    if let Some(validation) = broker.validations.of(&tp.topic) {
+        if let Err(rejected) = broker.validations.check(&tp.topic, validation, &records) {
+            tracing::debug!(partition = %tp, first = %rejected[0].reason, "records refused by schema validation");
+            let record_errors = rejected
+                .iter()
+                .map(|r| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(i32::try_from(r.record_index).unwrap_or(i32::MAX))
+                        .with_batch_index_error_message(message(&r.reason))
+                })
+                .collect();
+            return response
+                .with_error_code(ResponseError::InvalidRecord.code())
+                .with_error_message(message(format!(
+                    "schema validation failed: {}",
+                    rejected[0].reason
+                )))
+                .with_record_errors(record_errors);
+        }
+    }
     match broker.log.append(tp, records).await {
         Ok(info) => response
             .with_base_offset(info.base_offset)

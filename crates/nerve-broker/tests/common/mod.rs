@@ -23,6 +23,7 @@ pub const CLIENT_ID: &str = "protocol-test";
 
 pub struct TestBroker {
     pub addr: std::net::SocketAddr,
+    pub broker: Arc<Broker>,
     pub stop: watch::Sender<bool>,
     pub server: tokio::task::JoinHandle<Result<(), nerve_broker::ServerError>>,
     pub dir: tempfile::TempDir,
@@ -69,10 +70,11 @@ pub async fn try_start_in(
         Ok(broker) => broker,
         Err(e) => return Err((e, dir)),
     };
-    let server = Server::bind(broker).await.unwrap();
+    let server = Server::bind(broker.clone()).await.unwrap();
     let addr = server.local_addr().unwrap();
     Ok(TestBroker {
         addr,
+        broker,
         stop,
         server: tokio::spawn(server.run()),
         dir,

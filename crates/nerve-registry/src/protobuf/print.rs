@@ -162,32 +162,92 @@ impl Printer {
                 None => items.push(Item::Field(field)),
             }
         }
-        if self.style == Style::Normalized {
+        // Map and group fields declare their nested type where they stand, and a record's message indexes
+        // count nested types in declaration order; so the text must declare nested types in the order
+        // the descriptor has them. Sorting fields (normalized form) would move those types: not done for
+        // a message that has any.
+        let tied = |item: &Item<'_>| -> Option<usize> {
+            let fields: Vec<&FieldDescriptorProto> = match item {
+                Item::Field(f) => vec![*f],
+                Item::Oneof(_, fields) => fields.clone(),
+            };
+            fields
+                .iter()
+                .filter_map(|f| {
+                    let owned = map_entry_of(message, &full_name, f).or_else(|| {
+                        (f.r#type() == Type::Group)
+                            .then(|| group_type_of(message, &full_name, f))
+                            .flatten()
+                    })?;
+                    message
+                        .nested_type
+                        .iter()
+                        .position(|n| std::ptr::eq(n, owned))
+                })
+                .min()
+        };
+        let any_tied = items.iter().any(|i| tied(i).is_some());
+        if self.style == Style::Normalized && !any_tied {
             items.sort_by_key(Item::lowest_number);
+        }
+        if self.style == Style::Normalized {
             for item in &mut items {
                 if let Item::Oneof(_, fields) = item {
                     fields.sort_by_key(|f| f.number());
                 }
             }
         }
-        for item in &items {
-            match item {
-                Item::Field(field) => self.field(out, message, &full_name, field, false, depth),
-                Item::Oneof(index, fields) => {
-                    let name = usize::try_from(*index)
-                        .ok()
-                        .and_then(|i| message.oneof_decl.get(i))
-                        .map(|o| o.name())
-                        .unwrap_or_default();
-                    let _ = writeln!(out, "{pad}oneof {name} {{");
-                    for field in fields {
-                        self.field(out, message, &full_name, field, true, depth + 1);
+        let mut printed = 0;
+        for (index, nested) in message.nested_type.iter().enumerate() {
+            if is_map_entry(nested) || is_group_type(message, &full_name, nested) {
+                if let Some(owner) = items.iter().position(|i| tied(i) == Some(index)) {
+                    while printed <= owner {
+                        self.item(out, message, &full_name, &items[printed], depth);
+                        printed += 1;
                     }
-                    let _ = writeln!(out, "{pad}}}");
                 }
+                continue;
             }
+            self.message(out, nested, &full_name, depth);
+        }
+        for item in &items[printed.min(items.len())..] {
+            self.item(out, message, &full_name, item, depth);
         }
 
+        self.reserved_and_extensions(out, message, depth);
+        for e in &message.enum_type {
+            self.enumeration(out, e, depth);
+        }
+    }
+
+    fn item(
+        &self,
+        out: &mut String,
+        message: &DescriptorProto,
+        full_name: &str,
+        item: &Item<'_>,
+        depth: usize,
+    ) {
+        let pad = indent(depth);
+        match item {
+            Item::Field(field) => self.field(out, message, full_name, field, false, depth),
+            Item::Oneof(index, fields) => {
+                let name = usize::try_from(*index)
+                    .ok()
+                    .and_then(|i| message.oneof_decl.get(i))
+                    .map(|o| o.name())
+                    .unwrap_or_default();
+                let _ = writeln!(out, "{pad}oneof {name} {{");
+                for field in fields {
+                    self.field(out, message, full_name, field, true, depth + 1);
+                }
+                let _ = writeln!(out, "{pad}}}");
+            }
+        }
+    }
+
+    fn reserved_and_extensions(&self, out: &mut String, message: &DescriptorProto, depth: usize) {
+        let pad = indent(depth);
         let mut ranges: Vec<(i32, i32)> = message
             .reserved_range
             .iter()
@@ -218,16 +278,6 @@ impl Printer {
         }
         if !message.extension.is_empty() {
             self.extensions(out, &message.extension, depth);
-        }
-
-        for nested in &message.nested_type {
-            if is_map_entry(nested) || is_group_type(message, &full_name, nested) {
-                continue;
-            }
-            self.message(out, nested, &full_name, depth);
-        }
-        for e in &message.enum_type {
-            self.enumeration(out, e, depth);
         }
     }
 

@@ -50,7 +50,7 @@ enum TopicCommand {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         configs: Vec<(String, String)>,
     },
-    /// List the topics, one name a line (without the internal `__consumer_offsets`).
+    /// List the topics, one name a line (without the broker's own `__consumer_offsets` and `_schemas`).
     #[command(after_help = "Examples:
   nerve topic list
   nerve topic list --bootstrap kafka.internal:9092")]
@@ -225,12 +225,18 @@ fn first_refused<'a>(
 
 fn list(admin: &Admin) -> Result<()> {
     let metadata = admin.metadata()?;
-    // Internal topics are the broker's own, as `kafka-topics --list --exclude-internal` leaves them out.
+    // The broker's own topics (the group coordinator's, the schema registry's store) are left out, as
+    // `kafka-topics --list --exclude-internal` leaves out internal ones.
     let mut names: Vec<&str> = metadata
         .topics()
         .iter()
         .map(|t| t.name())
-        .filter(|name| !matches!(*name, "__consumer_offsets" | "__transaction_state"))
+        .filter(|name| {
+            !matches!(
+                *name,
+                "__consumer_offsets" | "__transaction_state" | "_schemas"
+            )
+        })
         .collect();
     names.sort_unstable();
     for name in names {
