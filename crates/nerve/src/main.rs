@@ -1,5 +1,6 @@
 //! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine;
-//! `nerve topic`, `nerve produce`, `nerve consume` and `nerve group` are its command-line client (see `cli`).
+//! `nerve topic`, `nerve produce`, `nerve consume`, `nerve group` and `nerve schema` are its command-line client
+//! (see `cli`).
 
 mod cli;
 
@@ -41,6 +42,9 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// List consumer groups; describe one with its members and lag.
     Group(cli::group::GroupArgs),
+    /// Register, show, list, check and delete schemas in the schema registry; show or set its
+    /// compatibility levels and modes.
+    Schema(cli::schema::SchemaArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Group(args) => cli::group::run(args),
+        Command::Schema(args) => cli::schema::run(args),
     };
     // One line a user can act on, not a backtrace-like chain over several lines.
     if let Err(e) = client_result {
@@ -220,8 +225,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         broker.config().advertised_listener,
         data_dir.display()
     );
-    let registry = start_registry(&broker, registry_listen, registry_max_body, stop.subscribe())
-        .await?;
+    let registry = start_registry(
+        &broker,
+        registry_listen,
+        registry_max_body,
+        stop.subscribe(),
+    )
+    .await?;
     if let Some(addr) = &args.http_listen {
         println!("nerve: HTTP on {addr} is not served yet");
     }
@@ -231,7 +241,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!("shutdown requested");
     let _ = stop.send(true);
     running.await.context("the server task failed")??;
-    registry.await.context("the schema registry task failed")??;
+    registry
+        .await
+        .context("the schema registry task failed")??;
     println!("nerve: stopped");
     Ok(())
 }
