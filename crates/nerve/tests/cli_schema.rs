@@ -431,7 +431,7 @@ fn delete_is_soft_first_then_permanent() {
     );
     assert_eq!(
         r.run(&["schema", "delete", "orders-value"]).ok(),
-        "deleted orders-value (version 1) (soft: --permanent removes it for good)\n"
+        "deleted orders-value: version 1 (soft: --permanent removes it for good)\n"
     );
     assert_eq!(r.run(&["schema", "list"]).ok(), "");
     let listed = r.run(&["schema", "list", "--deleted"]).ok();
@@ -443,7 +443,7 @@ fn delete_is_soft_first_then_permanent() {
     assert_eq!(
         r.run(&["schema", "delete", "orders-value", "--permanent"])
             .ok(),
-        "permanently deleted orders-value (versions 1, 2)\n"
+        "permanently deleted orders-value: versions 1, 2\n"
     );
     assert_eq!(r.run(&["schema", "list", "--deleted"]).ok(), "");
     r.run(&["schema", "get", "--id", "1"])
@@ -640,6 +640,7 @@ fn bad_flags_are_refused_before_connecting() {
         &["schema", "get"],
         &["schema", "get", "s", "--id", "1"],
         &["schema", "get", "s", "--version", "0"],
+        &["schema", "get", "--id", "1", "--deleted"],
         &["schema", "config", "--set", "SOMETIMES"],
         &["schema", "config", "--set", "FULL", "--unset"],
         &["schema", "mode", "--set", "WRITEONLY"],

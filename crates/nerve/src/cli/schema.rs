@@ -226,7 +226,7 @@ enum SchemaCommand {
         #[arg(long, conflicts_with = "output")]
         schema_only: bool,
         /// Also find soft-deleted versions.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "id")]
         deleted: bool,
         #[arg(long, value_enum, default_value = "human")]
         output: Output,
@@ -1056,7 +1056,7 @@ fn delete(
             } else {
                 "versions"
             };
-            println!("{how} {subject} ({noun} {}){hint}", list.join(", "));
+            println!("{how} {subject}: {noun} {}{hint}", list.join(", "));
         }
     }
     Ok(())
@@ -1298,6 +1298,14 @@ mod tests {
             SchemaKind::Protobuf
         );
         assert_eq!(SchemaKind::from_path(Path::new("schema")), SchemaKind::Avro);
+    }
+
+    #[test]
+    fn registry_messages_are_one_line() {
+        assert_eq!(
+            one_line("Invalid schema syntax = \"proto3\";\n  message M {}\n\n: not JSON"),
+            "Invalid schema syntax = \"proto3\"; message M {} : not JSON"
+        );
     }
 
     #[test]
