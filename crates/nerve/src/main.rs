@@ -1,5 +1,6 @@
 //! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine;
-//! `nerve topic`, `nerve produce`, `nerve consume` and `nerve group` are its command-line client (see `cli`).
+//! `nerve topic`, `nerve produce`, `nerve consume`, `nerve group` and `nerve schema` are its command-line client
+//! (see `cli`).
 
 mod cli;
 
@@ -41,6 +42,9 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// List consumer groups; describe one with its members and lag.
     Group(cli::group::GroupArgs),
+    /// Register, show, list, check and delete schemas in the schema registry; show or set its
+    /// compatibility levels and modes.
+    Schema(cli::schema::SchemaArgs),
 }
 
 #[derive(Args)]
@@ -120,6 +124,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
         Command::Group(args) => cli::group::run(args),
+        Command::Schema(args) => cli::schema::run(args),
     };
     // One line a user can act on, not a backtrace-like chain over several lines.
     if let Err(e) = client_result {

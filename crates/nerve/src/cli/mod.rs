@@ -1,4 +1,5 @@
-//! The command-line client: `nerve topic`, `nerve produce`, `nerve consume` and `nerve group`.
+//! The command-line client: `nerve topic`, `nerve produce`, `nerve consume` and `nerve group`, and
+//! `nerve schema` for the schema registry (over its REST API, see `schema`).
 //!
 //! The client side is librdkafka (the `rdkafka` crate), so these commands speak plain Kafka protocol and work
 //! against any Kafka cluster as well as against Nerve. librdkafka retries forever and logs every retry; a
@@ -11,6 +12,7 @@ pub(crate) mod consume;
 pub(crate) mod group;
 pub(crate) mod produce;
 mod record_format;
+pub(crate) mod schema;
 mod timestamp;
 pub(crate) mod topic;
 
