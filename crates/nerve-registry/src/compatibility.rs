@@ -132,11 +132,10 @@ pub fn check(
             );
         }
         if problems.len() > before {
-            problems.push(format!(
-                "{{oldSchemaVersion: {}}} {{compatibility: '{}'}}",
-                old.version,
-                level.name()
-            ));
+            // As Confluent's verbose answers: which version, its schema, and the level, each an entry.
+            problems.push(format!("{{oldSchemaVersion: {}}}", old.version));
+            problems.push(format!("{{oldSchema: '{}'}}", old.schema.canonical()));
+            problems.push(format!("{{compatibility: '{}'}}", level.name()));
         }
     }
     problems

@@ -298,7 +298,9 @@ fn problem_messages_name_type_and_path() {
         [
             "backward: REQUIRED_ATTRIBUTE_ADDED: #/required/session_id: the keyword in the reader \
              schema is not present in the writer schema",
-            "{oldSchemaVersion: 1} {compatibility: 'BACKWARD'}",
+            "{oldSchemaVersion: 1}",
+            "{oldSchema: '{\"properties\":{\"session_id\":{\"type\":\"string\"}},\"type\":\"object\"}'}",
+            "{compatibility: 'BACKWARD'}",
         ]
     );
 

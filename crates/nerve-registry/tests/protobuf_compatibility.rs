@@ -293,7 +293,9 @@ fn problems_name_the_difference_and_path() {
         found,
         vec![
             "backward: FIELD_SCALAR_KIND_CHANGED: #/UserViewedProduct/2".to_owned(),
-            "{oldSchemaVersion: 1} {compatibility: 'BACKWARD'}".to_owned(),
+            "{oldSchemaVersion: 1}".to_owned(),
+            format!("{{oldSchema: '{}'}}", proto(USER_V1).canonical()),
+            "{compatibility: 'BACKWARD'}".to_owned(),
         ]
     );
 
