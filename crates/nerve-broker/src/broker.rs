@@ -21,6 +21,8 @@ pub struct Broker {
     pub(crate) cluster_id: String,
     /// The group coordinator: groups, members, committed offsets.
     pub(crate) groups: Arc<Coordinator>,
+    /// The broker's metrics, updated as requests are handled.
+    pub(crate) metrics: crate::metrics::BrokerMetrics,
     /// Topics with broker-side schema validation on, and the validator.
     pub(crate) validations: Validations,
     /// Serializes topic creation and deletion, whose metadata and partition logs change in two steps.
@@ -70,6 +72,7 @@ impl Broker {
             advertised,
             cluster_id,
             validations: Validations::default(),
+            metrics: crate::metrics::BrokerMetrics::default(),
             topic_changes: Mutex::new(()),
             shutdown,
         };
@@ -144,6 +147,11 @@ impl Broker {
                 value: config.value_schema_validation,
             },
         );
+    }
+
+    /// The broker's metrics, to register with a Prometheus registry.
+    pub fn metrics(&self) -> &crate::metrics::BrokerMetrics {
+        &self.metrics
     }
 
     /// The log store, for the services beside the broker that keep their state in topics.

@@ -15,6 +15,7 @@ pub mod config;
 mod connection;
 mod error;
 mod group;
+pub mod metrics;
 pub mod observe;
 mod server;
 pub mod validation;
