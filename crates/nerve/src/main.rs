@@ -45,6 +45,8 @@ enum Command {
     /// Register, show, list, check and delete schemas in the schema registry; show or set its
     /// compatibility levels and modes.
     Schema(cli::schema::SchemaArgs),
+    /// One screen on a running Nerve: topics with size and throughput, groups with state and lag.
+    Status(cli::status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -125,6 +127,7 @@ fn main() -> Result<()> {
         Command::Consume(args) => cli::consume::run(args),
         Command::Group(args) => cli::group::run(args),
         Command::Schema(args) => cli::schema::run(args),
+        Command::Status(args) => cli::status::run(args),
     };
     // One line a user can act on, not a backtrace-like chain over several lines.
     if let Err(e) = client_result {

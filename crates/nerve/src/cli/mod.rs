@@ -1,5 +1,6 @@
 //! The command-line client: `nerve topic`, `nerve produce`, `nerve consume` and `nerve group`, and
-//! `nerve schema` for the schema registry (over its REST API, see `schema`).
+//! `nerve schema` for the schema registry (over its REST API, see `schema`), and `nerve status` (over the
+//! HTTP admin endpoints).
 //!
 //! The client side is librdkafka (the `rdkafka` crate), so these commands speak plain Kafka protocol and work
 //! against any Kafka cluster as well as against Nerve. librdkafka retries forever and logs every retry; a
@@ -13,6 +14,7 @@ pub(crate) mod group;
 pub(crate) mod produce;
 mod record_format;
 pub(crate) mod schema;
+pub(crate) mod status;
 mod timestamp;
 pub(crate) mod topic;
 
