@@ -455,6 +455,26 @@ mod tests {
     }
 
     #[test]
+    fn http_listen_comes_from_the_flag_the_file_or_defaults_to_8080() {
+        let default = resolve(&serve_args(&[])).unwrap();
+        assert_eq!(default.http_listen, "0.0.0.0:8080".parse().unwrap());
+        let file = config_file("[http]\nlisten = \"127.0.0.1:7080\"\n");
+        let path = file.path().to_str().unwrap();
+        let from_file = resolve(&serve_args(&["--config", path])).unwrap();
+        assert_eq!(from_file.http_listen, "127.0.0.1:7080".parse().unwrap());
+        let flagged = resolve(&serve_args(&[
+            "--config",
+            path,
+            "--http-listen",
+            "127.0.0.1:7081",
+        ]))
+        .unwrap();
+        assert_eq!(flagged.http_listen, "127.0.0.1:7081".parse().unwrap());
+        let file = config_file("[http]\nlisten = \"127.0.0.1:7080\"\nport = 1\n");
+        assert!(resolve(&serve_args(&["--config", file.path().to_str().unwrap()])).is_err());
+    }
+
+    #[test]
     fn config_file_with_an_unknown_setting_is_refused() {
         let file = config_file("[kafka]\nnum_partition = 3\n");
         let args = serve_args(&["--config", file.path().to_str().unwrap()]);

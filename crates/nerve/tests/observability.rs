@@ -571,3 +571,75 @@ fn the_exposition_parser_refuses_malformed_lines() {
         assert!(parsed.is_err(), "{bad:?} was accepted");
     }
 }
+
+/// Kills the process when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn readyz_is_503_naming_the_broker_while_logs_recover_then_200() {
+    // Enough partitions that recovery takes a good fraction of a second (about 1 s in a debug build), far
+    // longer than one request to the HTTP server, which binds before recovery starts.
+    const PARTITIONS: i32 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let nerve = Nerve::start(dir.path());
+    create_topic(&nerve.bootstrap(), "wide", PARTITIONS);
+    nerve.stop();
+
+    let http_port = common::any_free_port();
+    let mut child = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_nerve"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--kafka-listen")
+            .arg(format!("127.0.0.1:{}", common::any_free_port()))
+            .arg("--registry-listen")
+            .arg(format!("127.0.0.1:{}", common::any_free_port()))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("nerve starts"),
+    );
+    let started = Instant::now();
+    let first = loop {
+        if let Ok(answer) = http_get(http_port, "/readyz", None) {
+            break answer;
+        }
+        assert!(child.0.try_wait().unwrap().is_none(), "nerve exited");
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the HTTP server never accepted"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert!(first.body.contains("broker"), "{}", first.body);
+    let health = http_get(http_port, "/healthz", None).unwrap();
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"));
+
+    loop {
+        let answer = http_get(http_port, "/readyz", None).unwrap();
+        if answer.status == 200 {
+            assert_eq!(answer.body, "ready");
+            break;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(started.elapsed() < PATIENCE, "never ready: {}", answer.body);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let topic = http_get(http_port, "/v1/topics/wide", None).unwrap();
+    assert_eq!(topic.status, 200);
+    let topic: serde_json::Value = serde_json::from_str(&topic.body).unwrap();
+    assert_eq!(
+        topic["partitions"].as_array().unwrap().len(),
+        PARTITIONS as usize
+    );
+}
