@@ -250,7 +250,8 @@ impl Snapshot {
 #[derive(Debug)]
 struct SnapshotCollector(Arc<Mutex<Snapshot>>);
 
-/// Writes one gauge family: a descriptor, then one series per item that has a value.
+/// Writes one gauge family: a descriptor, then one series per item that has a value. Help texts end with a
+/// period, as `Registry::register` writes them.
 fn gauge_family<
     'a,
     T: 'a,
@@ -284,12 +285,12 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let e = &mut encoder;
-        gauge(e, "topics", "Topics (internal ones included)", s.topics)?;
-        gauge(e, "partitions", "Partitions of all topics", s.partitions)?;
+        gauge(e, "topics", "Topics (internal ones included).", s.topics)?;
+        gauge(e, "partitions", "Partitions of all topics.", s.partitions)?;
         gauge_family(
             e,
             "log_size_bytes",
-            "Bytes of the partition's log on disk",
+            "Bytes of the partition's log on disk.",
             &s.logs,
             |l| {
                 l.size_bytes
@@ -299,21 +300,21 @@ impl Collector for SnapshotCollector {
         gauge_family(
             e,
             "log_start_offset",
-            "The first readable offset",
+            "The first readable offset.",
             &s.logs,
             |l| Some((&l.labels, l.log_start_offset)),
         )?;
         gauge_family(
             e,
             "log_end_offset",
-            "One past the last appended offset",
+            "One past the last appended offset.",
             &s.logs,
             |l| Some((&l.labels, l.log_end_offset)),
         )?;
         gauge_family(
             e,
             "high_watermark",
-            "One past the last offset consumers may read (durable)",
+            "One past the last offset consumers may read (durable).",
             &s.logs,
             |l| Some((&l.labels, l.high_watermark)),
         )?;
@@ -321,21 +322,21 @@ impl Collector for SnapshotCollector {
         gauge_family(
             e,
             "consumer_group_committed_offset",
-            "The group's committed offset",
+            "The group's committed offset.",
             offsets(),
             |o| Some((&o.labels, o.committed_offset)),
         )?;
         gauge_family(
             e,
             "consumer_group_lag",
-            "Records the group has not consumed: high watermark minus committed offset",
+            "Records the group has not consumed: high watermark minus committed offset.",
             offsets(),
             |o| o.lag.map(|lag| (&o.labels, lag)),
         )?;
         gauge_family(
             e,
             "consumer_group_lag_seconds",
-            "Age of the oldest record the group has not consumed; 0 without lag",
+            "Age of the oldest record the group has not consumed; 0 without lag.",
             offsets(),
             |o| o.lag_seconds.map(|secs| (&o.labels, secs)),
         )?;
@@ -354,7 +355,7 @@ impl Collector for SnapshotCollector {
         gauge_family(
             e,
             "consumer_group_members",
-            "Members of the group",
+            "Members of the group.",
             &members,
             |(l, n)| Some((l, *n)),
         )?;
@@ -376,7 +377,7 @@ impl Collector for SnapshotCollector {
         gauge_family(
             e,
             "consumer_group_state",
-            "1 for the group's current state, 0 for the others",
+            "1 for the group's current state, 0 for the others.",
             &states,
             |(l, v)| Some((l, *v)),
         )
@@ -422,13 +423,13 @@ impl Collector for ProcessCollector {
         gauge(
             &mut encoder,
             "process_resident_memory_bytes",
-            "Resident memory of the process",
+            "Resident memory of the process.",
             figures.resident_bytes,
         )?;
         let cpu = ConstCounter::new(figures.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(
             "process_cpu_seconds",
-            "CPU time of the process (user + system)",
+            "CPU time of the process (user + system).",
             None,
             cpu.metric_type(),
         )?)
