@@ -30,6 +30,7 @@ class Nerve:
         self.log_path = log_path
         self.port = None
         self.registry_port = None
+        self.http_port = None
         self.process = None
 
     @property
@@ -39,6 +40,11 @@ class Nerve:
     @property
     def registry_url(self) -> str:
         return f"http://127.0.0.1:{self.registry_port}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP server's base URL: /metrics, /healthz, /readyz, /v1/."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, port=None):
         """Starts nerve on `port` (a free one if None) and waits until it accepts connections. Restarting on
@@ -52,6 +58,8 @@ class Nerve:
             # A restart keeps the registry's port too, so clients that cached the URL still reach it.
             if not (port and self.registry_port):
                 self.registry_port = free_port()
+            if not (port and self.http_port):
+                self.http_port = free_port()
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen(
                 [
@@ -63,6 +71,8 @@ class Nerve:
                     self.bootstrap,
                     "--registry-listen",
                     f"127.0.0.1:{self.registry_port}",
+                    "--http-listen",
+                    f"127.0.0.1:{self.http_port}",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -80,7 +90,7 @@ class Nerve:
             if self.process.poll() is not None:
                 return False
             try:
-                for port in (self.port, self.registry_port):
+                for port in (self.port, self.registry_port, self.http_port):
                     with socket.create_connection(("127.0.0.1", port), timeout=1):
                         pass
                 return True

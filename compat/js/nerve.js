@@ -49,12 +49,13 @@ async function startNerve() {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const registryPort = await freePort();
+    const httpPort = await freePort();
     const log = fs.openSync(logPath, 'a');
     const child = spawn(
       NERVE_BIN,
       [
         'serve', '--data-dir', path.join(workdir, 'data'), '--kafka-listen', `127.0.0.1:${port}`,
-        '--registry-listen', `127.0.0.1:${registryPort}`,
+        '--registry-listen', `127.0.0.1:${registryPort}`, '--http-listen', `127.0.0.1:${httpPort}`,
       ],
       { stdio: ['ignore', log, log], env: { ...process.env, RUST_LOG: process.env.NERVE_LOG || 'info' } },
     );
@@ -66,9 +67,10 @@ async function startNerve() {
     }));
     const deadline = Date.now() + PATIENCE_MS;
     while (exitCode === null && Date.now() < deadline) {
-      if (await canConnect(port) && await canConnect(registryPort)) {
+      if (await canConnect(port) && await canConnect(registryPort) && await canConnect(httpPort)) {
         return {
           port,
+          httpPort,
           bootstrap: `127.0.0.1:${port}`,
           logTail: () => tail(logPath),
           // SIGTERM, then wait; resolves to the exit code (or 'killed' if it never exits).

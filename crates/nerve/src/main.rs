@@ -67,7 +67,8 @@ struct ServeArgs {
     /// Address the schema registry (Confluent REST API) binds [default: 0.0.0.0:8081].
     #[arg(long, env = "NERVE_REGISTRY_LISTEN", value_name = "HOST:PORT")]
     registry_listen: Option<String>,
-    /// HTTP address for REST, metrics and console (not served yet: accepted so scripts can pass it).
+    /// Address the HTTP server binds: /metrics, /healthz, /readyz and the JSON admin API under /v1/
+    /// [default: 0.0.0.0:8080].
     #[arg(long, env = "NERVE_HTTP_LISTEN", value_name = "HOST:PORT")]
     http_listen: Option<String>,
 }
@@ -79,6 +80,15 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka: Option<KafkaSection>,
     registry: Option<RegistrySection>,
+    http: Option<HttpSection>,
+}
+
+/// `[http]`: the operational HTTP server (metrics, health, admin).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct HttpSection {
+    /// Address the HTTP server binds.
+    listen: Option<String>,
 }
 
 /// `[registry]`: the schema registry's settings.
@@ -143,6 +153,7 @@ struct Settings {
     broker: BrokerConfig,
     registry_listen: SocketAddr,
     registry_max_body: usize,
+    http_listen: SocketAddr,
 }
 
 fn resolve(args: &ServeArgs) -> Result<Settings> {
@@ -188,6 +199,13 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
             .unwrap_or("0.0.0.0:8081"),
     )
     .context("invalid --registry-listen")?;
+    let http_listen = parse_addr(
+        args.http_listen
+            .as_deref()
+            .or(file.http.and_then(|h| h.listen).as_deref())
+            .unwrap_or("0.0.0.0:8080"),
+    )
+    .context("invalid --http-listen")?;
     Ok(Settings {
         data_dir,
         broker,
@@ -195,6 +213,7 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
         registry_max_body: registry
             .max_request_bytes
             .unwrap_or(nerve_registry::api::DEFAULT_MAX_BODY_BYTES),
+        http_listen,
     })
 }
 
@@ -211,18 +230,30 @@ async fn serve(args: ServeArgs) -> Result<()> {
         broker: config,
         registry_listen,
         registry_max_body,
+        http_listen,
     } = resolve(&args)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
-    let (meta, log) = open_stores(&data_dir, &config)?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // First, so that /healthz and /readyz answer while the logs are recovered.
+    let http_state = nerve_http::HttpState::new();
+    let http = start_http(http_listen, http_state.clone(), stop.subscribe()).await?;
+    let (meta, log) = {
+        let (data_dir, config) = (data_dir.clone(), config.clone());
+        // Recovery reads every log from disk: off the runtime's workers, which serve HTTP meanwhile.
+        tokio::task::spawn_blocking(move || open_stores(&data_dir, &config))
+            .await
+            .context("opening the stores failed")??
+    };
     let broker = Broker::new(config, log, meta, stopped)
         .await
         .context("invalid broker settings")?;
+    http_state.readiness().set_broker(broker.clone());
     let server = Server::bind(broker.clone()).await?;
     let bound = server.local_addr()?;
+    http_state.readiness().set_kafka_listening();
     println!(
         "nerve: Kafka API on {bound} (advertised as {}), data in {}",
         broker.config().advertised_listener,
@@ -232,12 +263,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         &broker,
         registry_listen,
         registry_max_body,
+        &http_state,
         stop.subscribe(),
     )
     .await?;
-    if let Some(addr) = &args.http_listen {
-        println!("nerve: HTTP on {addr} is not served yet");
-    }
+    http_state.readiness().set_registry_ready();
 
     let running = tokio::spawn(server.run());
     wait_for_signal().await?;
@@ -247,8 +277,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
     registry
         .await
         .context("the schema registry task failed")??;
+    http.await.context("the HTTP server task failed")??;
     println!("nerve: stopped");
     Ok(())
+}
+
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/v1/` on `listen` until `stopped` turns true.
+async fn start_http(
+    listen: SocketAddr,
+    state: nerve_http::HttpState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<Result<()>>> {
+    let listener = nerve_http::bind(listen).await?;
+    println!(
+        "nerve: HTTP (metrics, health, admin) on http://{}",
+        listener.local_addr()?
+    );
+    Ok(tokio::spawn(async move {
+        nerve_http::serve(listener, state, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(anyhow::Error::from)
+    }))
 }
 
 /// Opens the schema registry on `_schemas` (created on first start) and serves its REST API on `listen`
@@ -257,6 +308,7 @@ async fn start_registry(
     broker: &Broker,
     listen: SocketAddr,
     max_body: usize,
+    http: &nerve_http::HttpState,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     broker
@@ -275,7 +327,8 @@ async fn start_registry(
         listener.local_addr()?
     );
     broker.set_record_validator(Arc::new(RegistryValidator(registry.clone())));
-    let app = nerve_registry::api::router(registry, max_body);
+    let app =
+        nerve_http::with_registry_metrics(nerve_registry::api::router(registry, max_body), http);
     Ok(tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -405,6 +458,26 @@ mod tests {
     }
 
     #[test]
+    fn http_listen_comes_from_the_flag_the_file_or_defaults_to_8080() {
+        let default = resolve(&serve_args(&[])).unwrap();
+        assert_eq!(default.http_listen, "0.0.0.0:8080".parse().unwrap());
+        let file = config_file("[http]\nlisten = \"127.0.0.1:7080\"\n");
+        let path = file.path().to_str().unwrap();
+        let from_file = resolve(&serve_args(&["--config", path])).unwrap();
+        assert_eq!(from_file.http_listen, "127.0.0.1:7080".parse().unwrap());
+        let flagged = resolve(&serve_args(&[
+            "--config",
+            path,
+            "--http-listen",
+            "127.0.0.1:7081",
+        ]))
+        .unwrap();
+        assert_eq!(flagged.http_listen, "127.0.0.1:7081".parse().unwrap());
+        let file = config_file("[http]\nlisten = \"127.0.0.1:7080\"\nport = 1\n");
+        assert!(resolve(&serve_args(&["--config", file.path().to_str().unwrap()])).is_err());
+    }
+
+    #[test]
     fn config_file_with_an_unknown_setting_is_refused() {
         let file = config_file("[kafka]\nnum_partition = 3\n");
         let args = serve_args(&["--config", file.path().to_str().unwrap()]);
@@ -430,6 +503,8 @@ mod tests {
             "--kafka-listen",
             "--advertised-listener",
             "--config",
+            "--http-listen",
+            "NERVE_HTTP_LISTEN",
             "NERVE_DATA_DIR",
             "NERVE_KAFKA_LISTEN",
         ] {

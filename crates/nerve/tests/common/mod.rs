@@ -23,6 +23,8 @@ pub struct Nerve {
     child: Option<Child>,
     pub port: u16,
     pub registry_port: u16,
+    /// The HTTP server's port: /metrics, /healthz, /readyz, /v1/.
+    pub http_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -32,10 +34,11 @@ impl Nerve {
         Nerve::spawn(data_dir, free_port(), &[], "info,nerve_broker=debug")
     }
 
-    /// Starts `nerve serve` with its Kafka API on `port` and its schema registry on a free port, and waits
-    /// until both accept connections.
+    /// Starts `nerve serve` with its Kafka API on `port`, its schema registry and its HTTP server on free
+    /// ports, and waits until all three accept connections.
     fn spawn(data_dir: &Path, port: u16, extra_args: &[String], log: &str) -> Nerve {
         let registry_port = free_port();
+        let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
             .arg("serve")
             .arg("--data-dir")
@@ -44,6 +47,8 @@ impl Nerve {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--registry-listen")
             .arg(format!("127.0.0.1:{registry_port}"))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{http_port}"))
             .args(extra_args)
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
@@ -54,6 +59,7 @@ impl Nerve {
             child: Some(child),
             port,
             registry_port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
         };
         nerve.wait_until_accepting();
@@ -65,6 +71,11 @@ impl Nerve {
         format!("http://127.0.0.1:{}", self.registry_port)
     }
 
+    /// The HTTP server's base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -74,6 +85,7 @@ impl Nerve {
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.registry_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
             {
                 return;
             }
@@ -536,4 +548,45 @@ pub fn number_of(stored: &Stored) -> u64 {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("{stored:?} has a payload that was never sent"))
+}
+
+/// An answer of [`http_get`]: status, `Content-Type` and body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// `GET path` on `127.0.0.1:port` over a connection of its own (`Connection: close`, so the answer ends at
+/// EOF), with an `Accept` header if given. Plain HTTP/1.1 over a socket: enough for the tests' servers.
+pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<HttpAnswer> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let accept = accept.map_or(String::new(), |a| format!("Accept: {a}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{accept}Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let content_type = lines.find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-type")
+            .then(|| value.trim().to_string())
+    });
+    Ok(HttpAnswer {
+        status,
+        content_type,
+        body: body.to_string(),
+    })
 }
