@@ -316,6 +316,7 @@ pub(crate) fn list_groups(broker: &Broker, request: RequestFrame) -> Result<Byte
     let response = ListGroupsResponse::default()
         .with_throttle_time_ms(0)
         .with_groups(groups);
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }
 
