@@ -1,9 +1,9 @@
 //! The state every request handler shares: configuration, the stores, and topic lifecycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use nerve_storage::{LogStore, MetaStore, StorageError, TopicMeta, TopicPartition};
+use nerve_storage::{FsyncPolicy, LogStore, MetaStore, StorageError, TopicMeta, TopicPartition};
 use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
@@ -25,6 +25,12 @@ pub struct Broker {
     pub(crate) metrics: crate::metrics::BrokerMetrics,
     /// Topics with broker-side schema validation on, and the validator.
     pub(crate) validations: Validations,
+    /// Each topic's fsync policy, for the `fsync` label of a produce's durability time: the log store does
+    /// not say which policy an append waited for, and parsing the topic's configs per produce would cost
+    /// more than the append's bookkeeping.
+    fsync_policies: parking_lot::RwLock<HashMap<String, FsyncPolicy>>,
+    /// The policy of a topic without an override (from the broker's topic defaults).
+    default_fsync: FsyncPolicy,
     /// Serializes topic creation and deletion, whose metadata and partition logs change in two steps.
     topic_changes: Mutex<()>,
     shutdown: watch::Receiver<bool>,
@@ -64,6 +70,9 @@ impl Broker {
             offset_metadata_max_bytes: config.offset_metadata_max_bytes,
         };
         let groups = Arc::new(Coordinator::new(settings, log.clone(), offsets_partitions));
+        let default_fsync = config
+            .topic_config(&BTreeMap::new())
+            .map_or(FsyncPolicy::Always, |c| c.fsync);
         let broker = Broker {
             config,
             log,
@@ -72,6 +81,8 @@ impl Broker {
             advertised,
             cluster_id,
             validations: Validations::default(),
+            fsync_policies: parking_lot::RwLock::default(),
+            default_fsync,
             metrics: crate::metrics::BrokerMetrics::default(),
             topic_changes: Mutex::new(()),
             shutdown,
@@ -79,7 +90,7 @@ impl Broker {
         broker.create_missing_partitions().await;
         for topic in broker.meta.topics() {
             if let Ok(config) = broker.config.topic_config(&topic.configs) {
-                broker.note_validation(&topic.name, &config);
+                broker.note_topic_config(&topic.name, &config);
             }
         }
         broker
@@ -139,7 +150,11 @@ impl Broker {
         self.validations.set_validator(validator)
     }
 
-    fn note_validation(&self, topic: &str, config: &nerve_storage::TopicConfig) {
+    /// Keeps what the broker looks up per produce from a topic's config.
+    fn note_topic_config(&self, topic: &str, config: &nerve_storage::TopicConfig) {
+        self.fsync_policies
+            .write()
+            .insert(topic.to_string(), config.fsync);
         self.validations.set_topic(
             topic,
             Validation {
@@ -147,6 +162,15 @@ impl Broker {
                 value: config.value_schema_validation,
             },
         );
+    }
+
+    /// The fsync policy appends to `topic` wait for.
+    pub(crate) fn fsync_policy(&self, topic: &str) -> FsyncPolicy {
+        self.fsync_policies
+            .read()
+            .get(topic)
+            .copied()
+            .unwrap_or(self.default_fsync)
     }
 
     /// The broker's metrics, to register with a Prometheus registry.
@@ -230,7 +254,7 @@ impl Broker {
                 Err(e) => return Err(e),
             }
         }
-        self.note_validation(name, &config);
+        self.note_topic_config(name, &config);
         tracing::info!(topic = name, partitions, id = %meta.id, "created topic");
         Ok(meta)
     }
@@ -305,7 +329,7 @@ impl Broker {
         self.meta.set_topic_configs(name, overrides).await?;
         // Stored first: the stored overrides are what every start applies, so if applying them live fails the
         // client hears it, and a retry or the next start brings the partitions in line.
-        self.note_validation(name, &config);
+        self.note_topic_config(name, &config);
         self.log.set_topic_config(name, config).await?;
         tracing::info!(topic = name, "changed topic configs");
         Ok(())
@@ -316,6 +340,8 @@ impl Broker {
         let _guard = self.topic_changes.lock().await;
         let meta = self.meta.delete_topic(name).await?;
         self.validations.set_topic(name, Validation::default());
+        self.fsync_policies.write().remove(name);
+        self.metrics.forget_topic(name);
         for partition in 0..meta.partitions {
             let tp = TopicPartition::new(name, partition);
             match self.log.delete_partition(&tp).await {

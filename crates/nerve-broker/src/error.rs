@@ -49,6 +49,19 @@ pub enum RequestError {
     UnsupportedApi(kafka_protocol::messages::ApiKey),
 }
 
+impl RequestError {
+    /// The Kafka error the refusal stands for (the client is not told: its connection is closed).
+    pub(crate) fn error_code(&self) -> ResponseError {
+        match self {
+            RequestError::Decode { .. } => ResponseError::InvalidRequest,
+            RequestError::UnsupportedVersion { .. } | RequestError::UnsupportedApi(_) => {
+                ResponseError::UnsupportedVersion
+            }
+            RequestError::Frame(_) => ResponseError::UnknownServerError,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

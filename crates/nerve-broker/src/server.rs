@@ -59,7 +59,8 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         tracing::debug!(%peer, "connection accepted");
-                        connections.spawn(connection::serve(broker.clone(), stream, peer));
+                        let open = connection::OpenConnection::new(&broker);
+                        connections.spawn(connection::serve(broker.clone(), stream, peer, open));
                     }
                     Err(e) => {
                         // Usually out of file descriptors; pausing lets connections close before we retry.

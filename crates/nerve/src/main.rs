@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nerve_broker::{Broker, BrokerConfig, Server};
 use nerve_storage::{
     LocalConfig, LocalLogStore, LocalMetaStore, LogStore, MetaStore, TopicConfig, TopicPartition,
@@ -71,6 +71,16 @@ struct ServeArgs {
     /// [default: 0.0.0.0:8080].
     #[arg(long, env = "NERVE_HTTP_LISTEN", value_name = "HOST:PORT")]
     http_listen: Option<String>,
+    /// How log lines on stderr look: `text` for people, `json` (one object per line, with the fields of the
+    /// current span and its parents, e.g. a request's client id) for log collectors.
+    #[arg(long, env = "NERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The config file's shape.
@@ -119,13 +129,11 @@ fn main() -> Result<()> {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    // Logs go to stderr, leaving stdout for what the command reports (where it listens, where data lives).
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
-        )
-        .init();
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format, default_filter);
     let client_result = match cli.command {
         Command::Serve(args) => {
             let runtime =
@@ -145,6 +153,25 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Logs go to stderr, leaving stdout for what the command reports (where it listens, where data lives).
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        // The span fields are what make a request's lines searchable by client and correlation id.
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 /// The settings after file < env < flag precedence.
@@ -478,6 +505,16 @@ mod tests {
     }
 
     #[test]
+    fn log_format_is_text_unless_json_is_asked_for() {
+        assert_eq!(serve_args(&[]).log_format, LogFormat::Text);
+        assert_eq!(
+            serve_args(&["--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["nerve", "serve", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
     fn config_file_with_an_unknown_setting_is_refused() {
         let file = config_file("[kafka]\nnum_partition = 3\n");
         let args = serve_args(&["--config", file.path().to_str().unwrap()]);
@@ -505,8 +542,10 @@ mod tests {
             "--config",
             "--http-listen",
             "NERVE_HTTP_LISTEN",
+            "--log-format",
             "NERVE_DATA_DIR",
             "NERVE_KAFKA_LISTEN",
+            "NERVE_LOG_FORMAT",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -356,10 +356,7 @@ fn metrics_report_offsets_and_the_lag_of_a_group_that_consumed_part_of_a_topic()
     drop(member);
 }
 
-/// Needs the broker to count appended records (`BrokerMetrics::records_in`), which lands with the broker's
-/// instrumentation.
 #[test]
-#[ignore = "nerve_topic_records_in_total is counted once the broker's instrumentation lands"]
 fn topic_records_in_counts_every_produced_record() {
     let dir = tempfile::tempdir().unwrap();
     let nerve = Nerve::start(dir.path());

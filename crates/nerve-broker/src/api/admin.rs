@@ -27,7 +27,7 @@ use kafka_protocol::protocol::StrBytes;
 use nerve_storage::{StorageError, TOPIC_CONFIGS};
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, message, respond, topic_name};
+use super::{count_error, decode, message, respond, topic_name};
 use crate::broker::{Broker, PartitionsError};
 use crate::error::{storage_error_code, RequestError};
 
@@ -78,6 +78,9 @@ pub(crate) async fn create_topics(
     let response = CreateTopicsResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(results);
+    for topic in &response.topics {
+        count_error(broker, &request, topic.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -272,6 +275,9 @@ pub(crate) async fn delete_topics(
     let response = DeleteTopicsResponse::default()
         .with_throttle_time_ms(0)
         .with_responses(results);
+    for topic in &response.responses {
+        count_error(broker, &request, topic.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -308,6 +314,9 @@ pub(crate) async fn create_partitions(
     let response = CreatePartitionsResponse::default()
         .with_throttle_time_ms(0)
         .with_results(results);
+    for topic in &response.results {
+        count_error(broker, &request, topic.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -29,7 +29,7 @@ use nerve_storage::config::ConfigDef;
 use nerve_storage::{StorageError, TOPIC_CONFIGS};
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, message, respond};
+use super::{count_error, decode, message, respond};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::error::{storage_error_code, RequestError};
@@ -112,6 +112,9 @@ pub(crate) fn describe(broker: &Broker, request: RequestFrame) -> Result<Bytes, 
     let response = DescribeConfigsResponse::default()
         .with_throttle_time_ms(0)
         .with_results(results);
+    for result in &response.results {
+        count_error(broker, &request, result.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -455,6 +458,9 @@ pub(crate) async fn alter(broker: &Broker, request: RequestFrame) -> Result<Byte
     let response = AlterConfigsResponse::default()
         .with_throttle_time_ms(0)
         .with_responses(responses);
+    for resource in &response.responses {
+        count_error(broker, &request, resource.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -512,6 +518,9 @@ pub(crate) async fn alter_incremental(
     let response = IncrementalAlterConfigsResponse::default()
         .with_throttle_time_ms(0)
         .with_responses(responses);
+    for resource in &response.responses {
+        count_error(broker, &request, resource.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use nerve_storage::{StorageError, TopicPartition};
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, respond};
+use super::{count_error, decode, respond};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
@@ -61,6 +61,9 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
     let response = DeleteRecordsResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics);
+    for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        count_error(broker, &request, partition.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -11,7 +11,7 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, message, respond};
+use super::{count_error, decode, message, respond};
 use crate::broker::Broker;
 use crate::error::RequestError;
 
@@ -59,5 +59,6 @@ pub(crate) fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, Re
             .with_controller_id(BrokerId(-1))
             .with_cluster_authorized_operations(OPERATIONS_NOT_REQUESTED)
     };
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }

@@ -8,6 +8,8 @@
 //!   relies on that code.
 //! - From v13 topics are named by id. Fetch sessions (KIP-227) are not kept: every answer carries session id
 //!   0, which tells the client to send full fetches.
+//! - Metrics: the answer's error codes are counted, and per topic the bytes and records (from the batch
+//!   headers) it carries. Batches are sent whole, so one starting before the fetch offset counts whole.
 
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
 use nerve_storage::TopicPartition;
 use nerve_wire::frame::RequestFrame;
 use tokio::time::Instant;
@@ -45,6 +47,9 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
     let body: FetchRequest = decode(&request)?;
     if body.session_id != 0 {
         // We never hand out sessions, so any session id is one we do not know.
+        broker
+            .metrics
+            .count_error(ApiKey::Fetch, ResponseError::FetchSessionIdNotFound.code());
         let response = FetchResponse::default()
             .with_throttle_time_ms(0)
             .with_error_code(ResponseError::FetchSessionIdNotFound.code())
@@ -77,6 +82,7 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             || Instant::now() >= deadline
             || broker.is_shutting_down();
         if done {
+            count_answer(broker, &topics, &responses);
             let response = FetchResponse::default()
                 .with_throttle_time_ms(0)
                 .with_session_id(0)
@@ -90,6 +96,40 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             _ = broker.shutting_down() => {}
         }
     }
+}
+
+/// Counts what the answer carries: its error codes, and per topic the bytes and records sent.
+fn count_answer(broker: &Broker, topics: &[WantedTopic], responses: &[FetchableTopicResponse]) {
+    // `read_all` answers every wanted topic and partition, in order.
+    for (topic, response) in topics.iter().zip(responses) {
+        for (wanted, partition) in topic.partitions.iter().zip(&response.partitions) {
+            broker
+                .metrics
+                .count_error(ApiKey::Fetch, partition.error_code);
+            if let (Ok(tp), Some(records)) = (&wanted.target, &partition.records) {
+                if !records.is_empty() {
+                    broker.metrics.count_out(
+                        &tp.topic,
+                        records.len() as u64,
+                        count_records(records),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Records in the whole batches of `data`, by their headers.
+fn count_records(mut data: &[u8]) -> u64 {
+    let mut records = 0;
+    while let Ok(header) = nerve_wire::batch::BatchHeader::parse(data) {
+        let Some(rest) = data.get(header.total_len()..) else {
+            break;
+        };
+        records += u64::try_from(header.record_count).unwrap_or(0);
+        data = rest;
+    }
+    records
 }
 
 fn resolve(

@@ -25,7 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 use nerve_storage::TopicPartition;
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, message, respond};
+use super::{count_error, decode, message, respond};
 use crate::broker::Broker;
 use crate::error::RequestError;
 use crate::group::coordinator::{JoinRequest, JoinResult, SyncRequest, SyncResult};
@@ -105,6 +105,10 @@ pub(crate) fn find_coordinator(
             response
         }
     };
+    count_error(broker, &request, response.error_code);
+    for coordinator in &response.coordinators {
+        count_error(broker, &request, coordinator.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -172,6 +176,7 @@ pub(crate) async fn join_group(
         .with_leader(text(result.leader))
         .with_member_id(text(result.member_id))
         .with_members(members);
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }
 
@@ -209,6 +214,7 @@ pub(crate) async fn sync_group(
     } else {
         response
     };
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }
 
@@ -223,6 +229,7 @@ pub(crate) fn heartbeat(broker: &Broker, request: RequestFrame) -> Result<Bytes,
     let response = HeartbeatResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(code(error));
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }
 
@@ -261,6 +268,10 @@ pub(crate) fn leave_group(broker: &Broker, request: RequestFrame) -> Result<Byte
     } else {
         response.with_error_code(code(answers.into_iter().next().flatten()))
     };
+    count_error(broker, &request, response.error_code);
+    for member in &response.members {
+        count_error(broker, &request, member.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -305,6 +316,7 @@ pub(crate) fn list_groups(broker: &Broker, request: RequestFrame) -> Result<Byte
     let response = ListGroupsResponse::default()
         .with_throttle_time_ms(0)
         .with_groups(groups);
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }
 
@@ -366,6 +378,9 @@ pub(crate) fn describe_groups(
     let response = DescribeGroupsResponse::default()
         .with_throttle_time_ms(0)
         .with_groups(groups);
+    for group in &response.groups {
+        count_error(broker, &request, group.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -386,6 +401,9 @@ pub(crate) async fn delete_groups(
     let response = DeleteGroupsResponse::default()
         .with_throttle_time_ms(0)
         .with_results(results);
+    for result in &response.results {
+        count_error(broker, &request, result.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use nerve_storage::TopicPartition;
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, respond, LEADER_EPOCH};
+use super::{count_error, decode, respond, LEADER_EPOCH};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
@@ -59,6 +59,9 @@ pub(crate) fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, Re
     let response = OffsetForLeaderEpochResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics);
+    for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        count_error(broker, &request, partition.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use nerve_storage::{StorageError, TopicMeta};
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, respond, topic_name};
+use super::{count_error, decode, respond, topic_name};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
@@ -65,6 +65,9 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics);
+    for topic in &response.topics {
+        count_error(broker, &request, topic.error_code);
+    }
     respond(&request, &response)
 }
 

@@ -85,6 +85,10 @@ pub(crate) async fn handle(
     if version < min || version > max {
         if api == ApiKey::ApiVersions {
             // KIP-511: the client learns our ranges from a v0 answer and retries at a version we have.
+            broker.metrics.count_error(
+                api,
+                kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
+            );
             return api_versions::unsupported_version(&request).map(Some);
         }
         return Err(RequestError::UnsupportedVersion {
@@ -135,6 +139,11 @@ pub(crate) fn decode<T: Decodable>(request: &RequestFrame) -> Result<T, RequestE
         version: request.api_version(),
         reason: e.to_string(),
     })
+}
+
+/// Counts an error code answered to `request` (0, no error, counts nothing).
+pub(crate) fn count_error(broker: &Broker, request: &RequestFrame, code: i16) {
+    broker.metrics.count_error(request.api_key, code);
 }
 
 /// Encodes a response to `request` as a whole frame.

@@ -32,7 +32,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use nerve_storage::TopicPartition;
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, respond, topic_name};
+use super::{count_error, decode, respond, topic_name};
 use crate::broker::Broker;
 use crate::error::RequestError;
 use crate::group::offsets::{Committed, OffsetToCommit};
@@ -124,6 +124,9 @@ pub(crate) async fn offset_commit(
     let response = OffsetCommitResponse::default()
         .with_throttle_time_ms(0)
         .with_topics(topics);
+    for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        count_error(broker, &request, partition.error_code);
+    }
     respond(&request, &response)
 }
 
@@ -254,6 +257,16 @@ pub(crate) fn offset_fetch(broker: &Broker, request: RequestFrame) -> Result<Byt
             .collect();
         response.with_topics(topics)
     };
+    count_error(broker, &request, response.error_code);
+    for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        count_error(broker, &request, partition.error_code);
+    }
+    for group in &response.groups {
+        count_error(broker, &request, group.error_code);
+        for partition in group.topics.iter().flat_map(|t| &t.partitions) {
+            count_error(broker, &request, partition.error_code);
+        }
+    }
     respond(&request, &response)
 }
 
@@ -304,9 +317,13 @@ pub(crate) async fn offset_delete(
     let response = OffsetDeleteResponse::default().with_throttle_time_ms(0);
     let subscribed = match subscribed_topics(broker, &group_id) {
         Ok(s) => s,
-        Err(e) => return respond(&request, &response.with_error_code(e.code())),
+        Err(e) => {
+            count_error(broker, &request, e.code());
+            return respond(&request, &response.with_error_code(e.code()));
+        }
     };
     let Some(subscribed) = subscribed else {
+        count_error(broker, &request, ResponseError::NonEmptyGroup.code());
         return respond(
             &request,
             &response.with_error_code(ResponseError::NonEmptyGroup.code()),
@@ -358,5 +375,9 @@ pub(crate) async fn offset_delete(
                 )
         })
         .collect();
-    respond(&request, &response.with_topics(topics))
+    let response = response.with_topics(topics);
+    for partition in response.topics.iter().flat_map(|t| &t.partitions) {
+        count_error(broker, &request, partition.error_code);
+    }
+    respond(&request, &response)
 }

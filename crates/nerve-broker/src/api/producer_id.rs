@@ -10,7 +10,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use nerve_wire::frame::RequestFrame;
 
-use super::{decode, respond};
+use super::{count_error, decode, respond};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
@@ -45,5 +45,6 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             }
         }
     };
+    count_error(broker, &request, response.error_code);
     respond(&request, &response)
 }

@@ -31,12 +31,18 @@ pub struct Nerve {
 impl Nerve {
     /// Starts a broker on a fresh port with `data_dir` and waits until it accepts connections.
     pub fn start(data_dir: &Path) -> Nerve {
-        Nerve::spawn(data_dir, free_port(), &[], "info,nerve_broker=debug")
+        Nerve::spawn(
+            data_dir,
+            free_port(),
+            &[],
+            "info,nerve_broker=debug",
+            Stdio::inherit(),
+        )
     }
 
     /// Starts `nerve serve` with its Kafka API on `port`, its schema registry and its HTTP server on free
     /// ports, and waits until all three accept connections.
-    fn spawn(data_dir: &Path, port: u16, extra_args: &[String], log: &str) -> Nerve {
+    fn spawn(data_dir: &Path, port: u16, extra_args: &[String], log: &str, stderr: Stdio) -> Nerve {
         let registry_port = free_port();
         let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
@@ -52,7 +58,7 @@ impl Nerve {
             .args(extra_args)
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("nerve starts");
         let mut nerve = Nerve {
@@ -280,7 +286,19 @@ impl Nerve {
     /// Starts a broker on `port` with `data_dir` and more `nerve serve` flags (e.g. `--advertised-listener`),
     /// and waits until it accepts connections.
     pub fn start_on(data_dir: &Path, port: u16, extra_args: &[String]) -> Nerve {
-        Nerve::spawn(data_dir, port, extra_args, "info")
+        Nerve::spawn(data_dir, port, extra_args, "info", Stdio::inherit())
+    }
+
+    /// As [`Nerve::start_on`], with the logs (stderr) written to the file `log` for the test to read. A file
+    /// rather than a pipe: nothing has to drain it for the broker to keep going.
+    pub fn start_on_logging_to(
+        data_dir: &Path,
+        port: u16,
+        extra_args: &[String],
+        log: &Path,
+    ) -> Nerve {
+        let file = std::fs::File::create(log).expect("log file created");
+        Nerve::spawn(data_dir, port, extra_args, "info", Stdio::from(file))
     }
 
     /// SIGKILL: the process ends at once, in the middle of whatever it was doing. Returns once it is gone.
