@@ -640,3 +640,142 @@ fn readyz_is_503_naming_the_broker_while_logs_recover_then_200() {
         PARTITIONS as usize
     );
 }
+
+/// The metric names an expression refers to (`nerve_...`, up to the first character that cannot be in one).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("nerve_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_dashboard_and_alert_rules_query_is_in_a_live_scrape() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("grafana/nerve.json")).expect("dashboard exists"),
+    )
+    .expect("the dashboard is valid JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(!panels.is_empty());
+    let mut queried: Vec<String> = Vec::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().expect("every panel has targets");
+        assert!(!targets.is_empty(), "panel {} queries nothing", panel["title"]);
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a PromQL expression");
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr} names no nerve metric");
+            queried.extend(names);
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("prometheus/nerve-alerts.yml")).expect("rules");
+    queried.extend(
+        rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+            .flat_map(metric_names),
+    );
+    queried.sort();
+    queried.dedup();
+
+    // Traffic that makes every family have samples: produce, fetch, a group that committed part of the
+    // topic, a refused request, a schema registry request.
+    let dir = tempfile::tempdir().unwrap();
+    let nerve = Nerve::start(dir.path());
+    create_topic(&nerve.bootstrap(), "watched", 1);
+    produce_n(&nerve, "watched", 10, None);
+    let consumer = committer(&nerve, "dashboard-group");
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("watched", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let started = Instant::now();
+    let mut read = 0;
+    while read < 10 {
+        assert!(started.elapsed() < PATIENCE, "records never arrived");
+        if let Some(Ok(_)) = consumer.poll(Timeout::After(Duration::from_millis(200))) {
+            read += 1;
+        }
+    }
+    commit(&consumer, "watched", 5);
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new()
+            .set("bootstrap.servers", nerve.bootstrap())
+            .create()
+            .unwrap();
+    let deleted = futures::executor::block_on(admin.delete_topics(
+        &["no-such-topic"],
+        &rdkafka::admin::AdminOptions::new().operation_timeout(Some(PATIENCE)),
+    ))
+    .expect("answered");
+    assert!(deleted[0].is_err(), "deleting a missing topic fails");
+    let registry = http_get(nerve.registry_port, "/subjects", None).expect("registry answers");
+    assert_eq!(registry.status, 200);
+
+    let series = scrape(&nerve);
+    let present: std::collections::HashSet<&str> =
+        series.keys().map(|(name, _)| name.as_str()).collect();
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !present.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not in the scrape: {missing:?}\nscraped: {present:?}"
+    );
+}
+
+#[test]
+fn status_shows_topics_with_their_records_and_groups_with_their_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let nerve = Nerve::start(dir.path());
+    create_topic(&nerve.bootstrap(), "orders", 1);
+    produce_n(&nerve, "orders", 12, None);
+    let consumer = committer(&nerve, "billing");
+    commit(&consumer, "orders", 4);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["status", "--interval", "0.2", "--http-url"])
+        .arg(format!("http://127.0.0.1:{}", nerve.http_port))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("nerve status runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cells = |first: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(first))
+            .unwrap_or_else(|| panic!("no row for {first} in\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(stdout.starts_with("cluster "), "{stdout}");
+    // TOPIC PARTITIONS RECORDS SIZE(2 cells) IN OUT
+    let orders = cells("orders");
+    assert_eq!(&orders[1..3], ["1", "12"], "{stdout}");
+    // GROUP STATE MEMBERS LAG LAG-SECONDS
+    let billing = cells("billing");
+    assert_eq!(&billing[1..4], ["Empty", "0", "8"], "{stdout}");
+    // The broker's own topics are left out unless asked for.
+    assert!(!stdout.contains("__consumer_offsets"), "{stdout}");
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(["status", "--http-url", "http://127.0.0.1:1"])
+        .output()
+        .expect("runs");
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
+}
