@@ -3,6 +3,7 @@
 //! (see `cli`).
 
 mod cli;
+mod telemetry;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -10,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use nerve_broker::{Broker, BrokerConfig, Server};
 use nerve_storage::{
     LocalConfig, LocalLogStore, LocalMetaStore, LogStore, MetaStore, TopicConfig, TopicPartition,
 };
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
+use telemetry::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -75,12 +76,10 @@ struct ServeArgs {
     /// current span and its parents, e.g. a request's client id) for log collectors.
     #[arg(long, env = "NERVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    /// Export request spans over OTLP/HTTP (protobuf) to this OpenTelemetry collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added unless the URL has it) [default: no export].
+    #[arg(long, env = "NERVE_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// The config file's shape.
@@ -129,16 +128,18 @@ fn main() -> Result<()> {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    let log_format = match &cli.command {
-        Command::Serve(args) => args.log_format,
-        _ => LogFormat::Text,
+    let (log_format, otlp_endpoint) = match &cli.command {
+        Command::Serve(args) => (args.log_format, args.otlp_endpoint.clone()),
+        _ => (LogFormat::Text, None),
     };
-    init_logging(log_format, default_filter);
+    let telemetry = telemetry::init(log_format, default_filter, otlp_endpoint.as_deref())?;
     let client_result = match cli.command {
         Command::Serve(args) => {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            return runtime.block_on(serve(args));
+            let served = runtime.block_on(serve(args));
+            telemetry.shutdown();
+            return served;
         }
         Command::Topic(args) => cli::topic::run(args),
         Command::Produce(args) => cli::produce::run(args),
@@ -153,25 +154,6 @@ fn main() -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Logs go to stderr, leaving stdout for what the command reports (where it listens, where data lives).
-fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder.init(),
-        // The span fields are what make a request's lines searchable by client and correlation id.
-        LogFormat::Json => builder
-            .json()
-            .with_ansi(false)
-            .with_current_span(true)
-            .with_span_list(true)
-            .init(),
-    }
 }
 
 /// The settings after file < env < flag precedence.

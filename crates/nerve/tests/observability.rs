@@ -667,8 +667,14 @@ fn every_metric_the_dashboard_and_alert_rules_query_is_in_a_live_scrape() {
     assert!(!panels.is_empty());
     let mut queried: Vec<String> = Vec::new();
     for panel in panels {
-        let targets = panel["targets"].as_array().expect("every panel has targets");
-        assert!(!targets.is_empty(), "panel {} queries nothing", panel["title"]);
+        let targets = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
+        assert!(
+            !targets.is_empty(),
+            "panel {} queries nothing",
+            panel["title"]
+        );
         for target in targets {
             let expr = target["expr"].as_str().expect("a PromQL expression");
             let names = metric_names(expr);
