@@ -15,6 +15,8 @@ pub(crate) fn routes() -> Router<HttpState> {
         .route("/v1/cluster", get(cluster))
         .route("/v1/topics", get(topics))
         .route("/v1/topics/{topic}", get(topic))
+        .route("/v1/topics/{topic}/partitions", get(partitions))
+        .route("/v1/topics/{topic}/partitions/{partition}", get(partition))
         .route("/v1/groups", get(groups))
         .route("/v1/groups/{group}", get(group))
 }
@@ -59,6 +61,37 @@ async fn topic(State(state): State<HttpState>, Path(name): Path<String>) -> Resp
     };
     answer(broker.topic_info(&name), || {
         format!("topic {name} does not exist")
+    })
+}
+
+async fn partitions(State(state): State<HttpState>, Path(name): Path<String>) -> Response {
+    let Some(broker) = state.readiness().broker() else {
+        return starting();
+    };
+    answer(broker.topic_info(&name).map(|t| t.partitions), || {
+        format!("topic {name} does not exist")
+    })
+}
+
+async fn partition(
+    State(state): State<HttpState>,
+    Path((name, partition)): Path<(String, String)>,
+) -> Response {
+    let Some(broker) = state.readiness().broker() else {
+        return starting();
+    };
+    let Some(topic) = broker.topic_info(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("topic {name} does not exist"),
+        );
+    };
+    let found = partition
+        .parse::<i32>()
+        .ok()
+        .and_then(|p| topic.partitions.into_iter().find(|i| i.partition == p));
+    answer(found, || {
+        format!("topic {name} has no partition {partition}")
     })
 }
 

@@ -201,10 +201,22 @@ async fn v1_describes_cluster_topics_and_groups_and_404s_unknown_ones() {
         assert!(p["size_bytes"].is_u64());
     }
 
+    assert_eq!(
+        get(addr, "/v1/topics/events/partitions").await.json(),
+        topic["partitions"]
+    );
+    assert_eq!(
+        get(addr, "/v1/topics/events/partitions/1").await.json(),
+        topic["partitions"][1]
+    );
+
     assert_eq!(get(addr, "/v1/groups").await.json(), serde_json::json!([]));
 
     for (path, what) in [
         ("/v1/topics/nope", "topic nope"),
+        ("/v1/topics/nope/partitions", "topic nope"),
+        ("/v1/topics/events/partitions/2", "no partition 2"),
+        ("/v1/topics/events/partitions/x", "no partition x"),
         ("/v1/groups/nope", "group nope"),
     ] {
         let answer = get(addr, path).await;
