@@ -75,7 +75,7 @@ pub(crate) fn bars(
         format!("{title} (off scale: {})", hidden.join(", "))
     };
 
-    let width = (160 + 110 * groups.len().max(1)) as u32;
+    let width = (160 + 140 * groups.len().max(1)) as u32;
     let root = BitMapBackend::new(path, (width.max(800), 520)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;

@@ -276,6 +276,14 @@ fn decode_header(payload: &[u8]) -> Option<(u64, u32, u64)> {
     Some((due, producer, seq))
 }
 
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// The measurement window and the end of sending, in [`epoch`] nanoseconds.
 #[derive(Clone, Copy)]
 struct Clock {
@@ -358,6 +366,8 @@ pub(crate) async fn run(
     };
 
     let stop = Arc::new(AtomicBool::new(false));
+    // Whatever way this function returns (an error included), the consumer tasks end with it.
+    let _stop_consumers = StopOnDrop(stop.clone());
     let consumed_total = Arc::new(AtomicU64::new(0));
     let mut consumer_tasks = Vec::new();
     for mut consumer in consumers {
