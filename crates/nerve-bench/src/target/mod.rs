@@ -1,0 +1,197 @@
+//! What the benchmark drives: a [`Target`] is one kind of server (Nerve or any Kafka-compatible broker
+//! today; NATS JetStream, Redis Streams and RabbitMQ later), reached through its usual client library.
+//!
+//! The workload (`crate::workload`) knows nothing about protocols: it asks a target to prepare a
+//! destination, opens [`Producer`]s and [`Consumer`]s on it, and moves opaque payloads. Everything
+//! protocol-specific lives in one module per target implementing these three traits:
+//!
+//! - [`Target`]: describes itself, checks that it is reachable, creates (and removes) the destination,
+//!   opens producers and consumers, and tells the resident memory of its server process when it knows it.
+//! - [`Producer`]: pipelined sends. [`Producer::send`] hands one record to the client library and returns
+//!   an [`Ack`] future that resolves when the server acknowledged the record, with the guarantee asked for
+//!   in [`Destination::acks`]. The workload keeps many acks outstanding; a send must never wait for its own
+//!   acknowledgement, only for room in the client's queue (that wait is the target's backpressure).
+//! - [`Consumer`]: hands every record it receives to a sink, as fast as the client delivers them. The
+//!   workload splits the destination's partitions between consumers by index (see
+//!   [`Target::consumer`]), so that together they see each record exactly once.
+//!
+//! A peer without partitions (a Redis stream, a RabbitMQ queue) maps `partitions` onto what it has (several
+//! streams or queues, or one and says so in [`TargetInfo::notes`]); a peer without a notion of acks=0 treats
+//! it as its weakest acknowledgement. Unreachable targets return [`TargetError::Unreachable`] from
+//! [`Target::connect`], which `compare` reports instead of skipping the target silently.
+
+pub(crate) mod kafka;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// How durable an acknowledged record must be on the server, for targets that can choose per destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Durability {
+    /// Whatever the server does by default.
+    Default,
+    /// On disk (fsync'd) before the acknowledgement.
+    Durable,
+    /// Acknowledged from memory; the server syncs when it likes.
+    NotDurable,
+}
+
+/// The acknowledgement a producer waits for, in Kafka's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) enum Acks {
+    /// No acknowledgement: a send counts as acknowledged once the client wrote it.
+    None,
+    /// The leader (or the only server) has it.
+    Leader,
+    /// Every in-sync replica has it; with one server, the same as `Leader` plus idempotence where offered.
+    All,
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            _ => Err(format!("acks must be 0, 1 or all, not {s:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        })
+    }
+}
+
+/// Where records go and how they are sent: everything a target needs to prepare and to configure its
+/// clients. Targets ignore what does not apply to them and say so in [`TargetInfo::notes`].
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Destination {
+    /// Topic, stream or queue name; unique per run, so that runs never read each other's records.
+    pub(crate) name: String,
+    pub(crate) partitions: u32,
+    pub(crate) durability: Durability,
+    pub(crate) acks: Acks,
+    /// Client-side batching: the most bytes per batch, and how long to wait to fill one.
+    pub(crate) batch_bytes: Option<u64>,
+    pub(crate) linger_ms: Option<u64>,
+    /// Compression codec by its Kafka name (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
+    pub(crate) compression: String,
+    /// Extra destination settings by the target's own names (`key=value`), passed through untouched.
+    pub(crate) extra_config: Vec<(String, String)>,
+}
+
+/// What a target says about itself, printed and written beside its figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct TargetInfo {
+    /// The target kind (`nerve`, `kafka`, `nats`, ...).
+    pub(crate) name: String,
+    /// Where it was reached.
+    pub(crate) address: String,
+    /// The server's version when the protocol tells it.
+    pub(crate) server_version: Option<String>,
+    /// The client library and its version.
+    pub(crate) client: String,
+    /// The client and destination settings in effect, by the target's own names.
+    pub(crate) settings: Vec<(String, String)>,
+    /// Anything that makes these figures not comparable with other targets' (a setting it ignored, ...).
+    pub(crate) notes: Vec<String>,
+}
+
+/// Why a target could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TargetError {
+    /// The server did not answer at all: `compare` reports the target as "unreachable: <why>".
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// A setting the target or server refused.
+    #[error("refused setting: {0}")]
+    Config(String),
+    /// The server answered with an error.
+    #[error("{0}")]
+    Server(String),
+}
+
+/// Resolves when the server acknowledged one record (or refused it).
+pub(crate) type Ack = Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send>>;
+
+/// A benchmark target: one kind of server at one address. One value serves a whole run: `connect` once,
+/// then `prepare`, `producer`/`consumer` for each client, and `cleanup`.
+#[async_trait]
+pub(crate) trait Target: Send + Sync {
+    /// Checks that the server answers and tells what it is. Called first; a target that returns
+    /// [`TargetError::Unreachable`] here is reported as such and not used further.
+    async fn connect(&self, destination: &Destination) -> Result<TargetInfo, TargetError>;
+
+    /// Creates the destination (topic, stream, queue) with `destination.partitions` partitions and the
+    /// requested durability, and returns once producers and consumers can use it.
+    async fn prepare(&self, destination: &Destination) -> Result<(), TargetError>;
+
+    /// Opens producer number `index`. Each producer is used by one task; targets whose clients are
+    /// shared internally may still return one client per producer so that producers do not serialise.
+    async fn producer(
+        &self,
+        destination: &Destination,
+        index: usize,
+    ) -> Result<Box<dyn Producer>, TargetError>;
+
+    /// Opens consumer number `index` of `count`, reading from the beginning of the destination. Consumer
+    /// `index` reads the partitions `p` with `p % count == index`, so that the consumers together read
+    /// every record once (a consumer without partitions is simply idle). Returns once the consumer is
+    /// subscribed, so that no record produced afterwards is missed.
+    async fn consumer(
+        &self,
+        destination: &Destination,
+        index: usize,
+        count: usize,
+    ) -> Result<Box<dyn Consumer>, TargetError>;
+
+    /// Removes the destination and its data, so that a suite does not fill the disk. Best effort.
+    async fn cleanup(&self, destination: &Destination) -> Result<(), TargetError>;
+
+    /// The process id of the server, when known (started by the benchmark, given with `--server-pid`, or
+    /// found by its listening port): its resident memory is read from `/proc/<pid>/status`.
+    fn server_pid(&self) -> Option<u32>;
+}
+
+/// One record to send: an optional key and the payload (the workload's header, then filler).
+pub(crate) struct Record {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Vec<u8>,
+}
+
+/// A pipelined producer; see the module documentation.
+#[async_trait]
+pub(crate) trait Producer: Send {
+    /// Hands `record` to the client and returns its acknowledgement future without waiting for it. Waits
+    /// for room when the client's queue is full (the target's backpressure, which the open loop sees as
+    /// lateness).
+    async fn send(&mut self, record: Record) -> Result<Ack, TargetError>;
+
+    /// Sends whatever the client still buffers and waits up to `timeout` for it to be acknowledged.
+    async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError>;
+}
+
+/// Receives a record's payload; returns nothing, so that a consumer can hand over borrowed bytes.
+pub(crate) type Sink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
+
+/// A consumer; see the module documentation.
+#[async_trait]
+pub(crate) trait Consumer: Send {
+    /// Waits up to `max_wait` for records and hands every one that has arrived to `sink` (as many as are
+    /// ready, so that a fast consumer does not pay a wake-up per record). Returns how many it handed over;
+    /// zero means none arrived in time.
+    async fn poll(&mut self, max_wait: Duration, sink: Sink<'_>) -> Result<usize, TargetError>;
+}
