@@ -11,7 +11,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::*;
 
 mod common;
-use common::{name, s, Client, TestBroker, PATIENCE};
+use common::{create_topic, name, s, Client, TestBroker, PATIENCE};
 
 /// A broker without the initial rebalance delay, accepting session timeouts from 200 ms.
 async fn start() -> TestBroker {
@@ -28,17 +28,6 @@ async fn start_in(dir: tempfile::TempDir) -> TestBroker {
 
 fn group(id: &str) -> GroupId {
     GroupId(s(id))
-}
-
-async fn create_topic(client: &mut Client, topic: &str, partitions: i32) {
-    let request = CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(partitions)
-            .with_replication_factor(1),
-    ]);
-    let response = client.call(7, &request).await;
-    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0]);
 }
 
 const JOIN_V: i16 = 9;
@@ -530,7 +519,7 @@ async fn fetch_offsets(
 async fn committed_offsets_come_back_with_their_metadata_and_survive_a_restart() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
-    create_topic(&mut client, "orders", 3).await;
+    create_topic(&mut client, "orders", 3, &[]).await;
     // A simple commit (generation -1) to a group without members.
     let committed = client
         .call(
@@ -650,7 +639,7 @@ async fn committed_offsets_come_back_with_their_metadata_and_survive_a_restart()
 async fn commits_from_stale_members_and_to_unknown_partitions_are_refused() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
-    create_topic(&mut client, "orders", 2).await;
+    create_topic(&mut client, "orders", 2, &[]).await;
     let id = member_id(&mut client, "g", &["range"]).await;
     let joined = client
         .call(JOIN_V, &join_request("g", &id, &["range"]))
@@ -935,8 +924,8 @@ async fn clients_cannot_create_delete_or_produce_to_the_offsets_topic() {
 async fn deleting_a_topic_deletes_its_committed_offsets() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
-    create_topic(&mut client, "doomed", 1).await;
-    create_topic(&mut client, "kept", 1).await;
+    create_topic(&mut client, "doomed", 1, &[]).await;
+    create_topic(&mut client, "kept", 1, &[]).await;
     client
         .call(
             9,
@@ -950,7 +939,7 @@ async fn deleting_a_topic_deletes_its_committed_offsets() {
         )
         .await;
     assert_eq!(deleted.responses[0].error_code, 0);
-    create_topic(&mut client, "doomed", 1).await;
+    create_topic(&mut client, "doomed", 1, &[]).await;
     assert_eq!(
         fetch_offsets(&mut client, "g", "doomed", &[0]).await,
         vec![(0, -1, Some(String::new()))]

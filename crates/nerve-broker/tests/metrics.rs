@@ -65,56 +65,19 @@ fn batch_of_five() -> Bytes {
     Bytes::from(builder.build().unwrap())
 }
 
-fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![produce_request::TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![
-                produce_request::PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(records)),
-            ])])
-}
-
-fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
-    FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![fetch_request::FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
-}
-
-async fn create_topic(client: &mut Client, topic: &str) {
-    let request = CreateTopicsRequest::default().with_topics(vec![
-        create_topics_request::CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    let response = client.call(7, &request).await;
-    assert_eq!(response.topics[0].error_code, 0);
-}
-
 #[tokio::test]
 async fn known_traffic_shows_exact_request_topic_error_and_connection_counts() {
     let broker = start().await;
     let mut client = Client::connect(&broker).await;
-    create_topic(&mut client, "a").await;
+    create_topic(&mut client, "a", 1, &[]).await;
     let batch = batch_of_five();
     for _ in 0..3 {
-        let response = client.call(9, &produce_request("a", batch.clone())).await;
+        let response = client
+            .call(9, &produce_request("a", 1, batch.clone()))
+            .await;
         assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
     }
-    let fetched = client.call(12, &fetch_request("a", 0)).await;
+    let fetched = client.call(12, &fetch_request("a", 0, 0)).await;
     let records = fetched.responses[0].partitions[0].records.clone().unwrap();
     assert_eq!(
         records.len(),
@@ -122,7 +85,7 @@ async fn known_traffic_shows_exact_request_topic_error_and_connection_counts() {
         "the fetch returns all three batches"
     );
     let response = client
-        .call(9, &produce_request("nowhere", batch.clone()))
+        .call(9, &produce_request("nowhere", 1, batch.clone()))
         .await;
     assert_eq!(
         response.responses[0].partition_responses[0].error_code,

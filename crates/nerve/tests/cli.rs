@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Nerve, PATIENCE};
-
-/// What a command printed and how it ended.
-struct Run {
-    code: Option<i32>,
-    stdout: Vec<u8>,
-    stderr: String,
-}
+use common::{run_nerve, Nerve, Run, PATIENCE};
 
 impl Run {
     fn stdout(&self) -> String {
@@ -52,52 +43,9 @@ impl Run {
     }
 }
 
-/// Runs `nerve ARGS` with `stdin`, bounded by [`PATIENCE`] so that a hanging command fails the test.
+/// Runs `nerve ARGS` against `bootstrap` with `stdin`.
 fn nerve(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nerve"))
-        .args(args)
-        .env("NERVE_BOOTSTRAP", bootstrap)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nerve runs");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        // A command that exits without reading its stdin closes the pipe; that is not this test's concern.
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        out.read_to_end(&mut buf).expect("read stdout");
-        buf
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut buf = String::new();
-        err.read_to_string(&mut buf).expect("read stderr");
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("status") {
-            break status;
-        }
-        if started.elapsed() > PATIENCE {
-            let _ = child.kill();
-            panic!("nerve {args:?} did not finish within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    writer.join().expect("stdin writer");
-    Run {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    run_nerve(args, &[("NERVE_BOOTSTRAP", bootstrap)], stdin)
 }
 
 fn now_ms() -> i64 {

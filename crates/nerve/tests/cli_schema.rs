@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Nerve, PATIENCE};
+use common::Nerve;
 
 /// What a command printed and how it ended.
 struct Run {
@@ -56,50 +54,13 @@ impl Run {
     }
 }
 
-/// Runs `nerve ARGS` with `NERVE_REGISTRY_URL=registry` and `stdin`, bounded by [`PATIENCE`].
+/// Runs `nerve ARGS` with `NERVE_REGISTRY_URL=registry` and `stdin`.
 fn nerve(registry: &str, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nerve"))
-        .args(args)
-        .env("NERVE_REGISTRY_URL", registry)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nerve runs");
-    let mut input = child.stdin.take().expect("stdin");
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let stdout = std::thread::spawn(move || {
-        let mut buf = String::new();
-        out.read_to_string(&mut buf).expect("read stdout");
-        buf
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut buf = String::new();
-        err.read_to_string(&mut buf).expect("read stderr");
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("status") {
-            break status;
-        }
-        if started.elapsed() > PATIENCE {
-            let _ = child.kill();
-            panic!("nerve {args:?} did not finish within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    writer.join().expect("stdin writer");
+    let ran = common::run_nerve(args, &[("NERVE_REGISTRY_URL", registry)], stdin);
     Run {
-        code: status.code(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        code: ran.code,
+        stdout: String::from_utf8(ran.stdout).expect("stdout is UTF-8"),
+        stderr: ran.stderr,
     }
 }
 

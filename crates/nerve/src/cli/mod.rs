@@ -254,6 +254,45 @@ impl TopicPartitions {
     }
 }
 
+/// Cells of a table row.
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_string()).collect()
+}
+
+/// Prints rows as left-aligned columns two spaces apart, as `kubectl get` and `rpk` do.
+pub(crate) fn print_table<R: AsRef<[String]>>(rows: &[R]) {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let mut widths = vec![0; columns];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in rows {
+        let line: Vec<String> = row
+            .as_ref()
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// An HTTP client for Nerve's plain-HTTP endpoints (schema registry, admin): error statuses are answers to
+/// read, not failures, and nothing waits forever.
+pub(crate) fn http_agent(accept: Option<&str>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .user_agent(concat!("nerve/", env!("CARGO_PKG_VERSION")));
+    if let Some(accept) = accept {
+        config = config.accept(accept);
+    }
+    config.build().into()
+}
+
 /// "1 record", "2 records".
 pub(crate) fn records(n: u64) -> String {
     if n == 1 {

@@ -8,17 +8,14 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// How long to wait for the registry to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one request may take in all: registering writes to `_schemas` and waits for it to be durable.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{print_table, row};
+
 /// Confluent's content type, which every registry accepts.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -494,15 +491,8 @@ impl Registry {
         if !base.starts_with("http://") || base.len() <= "http://".len() {
             bail!("--registry-url {url}: expected http://HOST:PORT");
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // Error answers carry the registry's message; they are read, not turned into bare statuses.
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            .user_agent(concat!("nerve/", env!("CARGO_PKG_VERSION")))
-            .accept(CONTENT_TYPE)
-            .build()
-            .into();
+        // Error answers carry the registry's message; they are read, not turned into bare statuses.
+        let agent = super::http_agent(Some(CONTENT_TYPE));
         Ok(Registry { base, agent })
     }
 
@@ -964,28 +954,6 @@ fn list_versions(registry: &Registry, subject: &str, deleted: bool, output: Outp
     }
     print_table(&table);
     Ok(())
-}
-
-fn row(cells: &[&str]) -> Vec<String> {
-    cells.iter().map(|c| (*c).to_string()).collect()
-}
-
-fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; columns];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
 }
 
 fn check(

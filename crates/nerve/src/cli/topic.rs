@@ -271,7 +271,7 @@ fn describe(admin: &Admin, name: &str) -> Result<()> {
             high.to_string(),
         ]);
     }
-    print_table(&rows);
+    super::print_table(&rows);
     match describe_configs(admin, name)? {
         Some(mut entries) => {
             entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -445,21 +445,4 @@ fn first_result(
 
 fn join(ids: &[i32]) -> String {
     ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
-}
-
-fn print_table(rows: &[[String; 6]]) {
-    let mut widths = [0; 6];
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
 }

@@ -608,3 +608,60 @@ pub fn http_get(port: u16, path: &str, accept: Option<&str>) -> std::io::Result<
         body: body.to_string(),
     })
 }
+
+/// What a `nerve` command printed and how it ended.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+/// Runs the built `nerve` with `args`, the environment variables `env` and `stdin`, as a user runs it,
+/// bounded by [`PATIENCE`] so that a hanging command fails the test.
+pub fn run_nerve(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nerve"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nerve runs");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A command that exits without reading its stdin closes the pipe; that is not this test's concern.
+        let _ = input.write_all(&stdin);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let stdout = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        out.read_to_end(&mut buf).expect("read stdout");
+        buf
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut buf = String::new();
+        err.read_to_string(&mut buf).expect("read stderr");
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("status") {
+            break status;
+        }
+        if started.elapsed() > PATIENCE {
+            let _ = child.kill();
+            panic!("nerve {args:?} did not finish within {PATIENCE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    writer.join().expect("stdin writer");
+    Run {
+        code: status.code(),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
