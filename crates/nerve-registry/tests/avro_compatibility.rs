@@ -1,6 +1,8 @@
 //! Avro through the registry's public API: compatibility verdicts at every level, parse errors, canonical
 //! texts, references and payload validation.
 
+mod common;
+
 use std::sync::Arc;
 
 use apache_avro::types::Value as AvroValue;
@@ -265,34 +267,13 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn verdicts_at_every_level() {
-    let mut failures = Vec::new();
-    for case in cases() {
-        let earlier: Vec<Earlier> = case
-            .old
-            .iter()
-            .enumerate()
-            .map(|(i, text)| Earlier {
-                version: i as i32 + 1,
-                schema: avro(text),
-            })
-            .collect();
-        let new = avro(&case.new);
-        for (level, expected) in CompatibilityLevel::ALL.into_iter().zip(case.verdicts) {
-            let problems = check(level, new.as_ref(), &earlier);
-            if problems.is_empty() != expected {
-                failures.push(format!(
-                    "{} at {}: expected {}, problems: {problems:?}",
-                    case.name,
-                    level.name(),
-                    if expected {
-                        "compatible"
-                    } else {
-                        "incompatible"
-                    }
-                ));
-            }
-        }
-    }
+    let failures: Vec<String> = cases()
+        .iter()
+        .flat_map(|case| {
+            let old: Vec<&str> = case.old.iter().map(String::as_str).collect();
+            common::mismatches(SchemaType::Avro, case.name, &old, &case.new, case.verdicts)
+        })
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

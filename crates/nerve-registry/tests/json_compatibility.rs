@@ -1,6 +1,8 @@
 //! JSON Schema through the registry's public API: parsing, canonical forms, references, payload
 //! validation, and Confluent's compatibility verdicts at every level.
 
+mod common;
+
 use std::sync::Arc;
 
 use nerve_registry::compatibility::{check, Earlier};
@@ -14,14 +16,7 @@ fn json(text: &str) -> Arc<dyn ParsedSchema> {
 }
 
 fn history(texts: &[&str]) -> Vec<Earlier> {
-    texts
-        .iter()
-        .zip(1..)
-        .map(|(text, version)| Earlier {
-            version,
-            schema: json(text),
-        })
-        .collect()
+    common::history(SchemaType::Json, texts)
 }
 
 const OPEN_V1: &str = r#"{"type":"object","properties":{"name":{"type":"string"}}}"#;
@@ -48,9 +43,7 @@ const ADDITIONAL_FALSE: &str =
 const ADDITIONAL_TRUE: &str =
     r#"{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":true}"#;
 
-/// The verdicts in `CompatibilityLevel::ALL` order: BACKWARD, BACKWARD_TRANSITIVE, FORWARD,
-/// FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, NONE (`true` = compatible).
-type Verdicts = [bool; 7];
+use common::Verdicts;
 const ONLY_BACKWARD: Verdicts = [true, true, false, false, false, false, true];
 const ONLY_FORWARD: Verdicts = [false, false, true, true, false, false, true];
 const ALL: Verdicts = [true; 7];
@@ -232,27 +225,18 @@ const CASES: &[Case] = &[
 
 #[test]
 fn compatibility_table() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let new = json(case.new);
-        let earlier = history(case.earlier);
-        for (level, expected) in CompatibilityLevel::ALL.into_iter().zip(case.expected) {
-            let problems = check(level, new.as_ref(), &earlier);
-            if problems.is_empty() != expected {
-                failures.push(format!(
-                    "{}: {}: expected {}, got {:?}",
-                    case.name,
-                    level.name(),
-                    if expected {
-                        "compatible"
-                    } else {
-                        "incompatible"
-                    },
-                    problems
-                ));
-            }
-        }
-    }
+    let failures: Vec<String> = CASES
+        .iter()
+        .flat_map(|case| {
+            common::mismatches(
+                SchemaType::Json,
+                case.name,
+                case.earlier,
+                case.new,
+                case.expected,
+            )
+        })
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -1,10 +1,12 @@
 //! Protobuf schemas through the registry's public API: Confluent's compatibility verdicts at every level,
 //! parsing (text, base64 descriptors, references, well-known types), canonical text, payload validation.
 
+mod common;
+
 use std::sync::Arc;
 
 use base64::Engine as _;
-use nerve_registry::compatibility::{check, Earlier};
+use nerve_registry::compatibility::check;
 use nerve_registry::{parse, CompatibilityLevel, Dependency, ParsedSchema, SchemaType};
 use prost::Message as _;
 
@@ -14,20 +16,14 @@ fn proto(text: &str) -> Arc<dyn ParsedSchema> {
 }
 
 fn problems(level: CompatibilityLevel, old: &[&str], new: &str) -> Vec<String> {
-    let earlier: Vec<Earlier> = old
-        .iter()
-        .enumerate()
-        .map(|(i, text)| Earlier {
-            version: i as i32 + 1,
-            schema: proto(text),
-        })
-        .collect();
-    check(level, proto(new).as_ref(), &earlier)
+    check(
+        level,
+        proto(new).as_ref(),
+        &common::history(SchemaType::Protobuf, old),
+    )
 }
 
-/// Expected verdicts, in the order of `CompatibilityLevel::ALL`: BACKWARD, BACKWARD_TRANSITIVE, FORWARD,
-/// FORWARD_TRANSITIVE, FULL, FULL_TRANSITIVE, NONE.
-type Verdicts = [bool; 7];
+use common::Verdicts;
 
 /// The verdicts for one earlier version: transitive levels agree with the plain ones.
 const fn single(backward: bool, forward: bool) -> Verdicts {
@@ -262,25 +258,18 @@ const CASES: &[Case] = &[
 
 #[test]
 fn compatibility_cases_match_confluent_at_every_level() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        for (level, expected) in CompatibilityLevel::ALL.into_iter().zip(case.verdicts) {
-            let found = problems(level, case.old, case.new);
-            if found.is_empty() != expected {
-                failures.push(format!(
-                    "{} at {}: expected {}, got {:?}",
-                    case.name,
-                    level.name(),
-                    if expected {
-                        "compatible"
-                    } else {
-                        "incompatible"
-                    },
-                    found
-                ));
-            }
-        }
-    }
+    let failures: Vec<String> = CASES
+        .iter()
+        .flat_map(|case| {
+            common::mismatches(
+                SchemaType::Protobuf,
+                case.name,
+                case.old,
+                case.new,
+                case.verdicts,
+            )
+        })
+        .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
