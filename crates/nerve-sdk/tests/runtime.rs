@@ -531,3 +531,84 @@ async fn the_envelope_travels_from_publisher_to_handler() {
     assert_eq!(ctx.envelope.causation_id, None);
     assert_eq!(ctx.envelope.traceparent, None);
 }
+
+/// Counts how often each (key, seq) was handled, slowly enough that a rebalance finds handlers running.
+struct Counter {
+    counts: Arc<Mutex<HashMap<(String, u32), u32>>>,
+    /// What this member handled.
+    mine: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Handler<Step> for Counter {
+    async fn handle(&self, _ctx: &EventContext, event: Step) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.mine.fetch_add(1, Ordering::SeqCst);
+        *self
+            .counts
+            .lock()
+            .expect("not poisoned")
+            .entry((event.entity, event.seq))
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebalance_commits_what_was_done_so_the_new_owner_does_not_redo_it() {
+    const KEYS: u32 = 8;
+    const PER_KEY: u32 = 40;
+    let cluster = cluster();
+    let topic = unique("rebalanced");
+    let group = unique("rebalancers");
+    cluster.create_topic(&topic, 4).await;
+    let publisher = Publisher::new(&cluster.config(), &topic, JsonCodec).expect("publisher");
+    for seq in 0..PER_KEY {
+        let sends = (0..KEYS).map(|key| {
+            let event = step(&format!("entity-{key}"), seq, Fate::Succeed);
+            let publisher = publisher.clone();
+            async move { publisher.publish(&event).await }
+        });
+        for result in futures::future::join_all(sends).await {
+            result.expect("published");
+        }
+    }
+
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let member = |mine: &Arc<AtomicUsize>| {
+        ConsumerBuilder::new(&cluster.group_config(&group), JsonCodec)
+            .subscribe(&topic)
+            .handler(Counter {
+                counts: Arc::clone(&counts),
+                mine: Arc::clone(mine),
+            })
+            .concurrency(1)
+            .start()
+            .expect("started")
+    };
+    let (by_first, by_second) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let first = member(&by_first);
+    eventually("the first member is under way", || {
+        counts.lock().expect("not poisoned").len() >= 20
+    })
+    .await;
+    // Joining revokes the first member's partitions (eager protocol) while its handlers run.
+    let second = member(&by_second);
+    eventually("every event is handled", || {
+        counts.lock().expect("not poisoned").len() == (KEYS * PER_KEY) as usize
+    })
+    .await;
+    first.shutdown().await.expect("clean shutdown");
+    second.shutdown().await.expect("clean shutdown");
+    let twice: Vec<_> = counts
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(event, n)| (event.clone(), *n))
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "handled again after the rebalance: {twice:?}"
+    );
+}
