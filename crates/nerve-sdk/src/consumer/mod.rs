@@ -1,0 +1,315 @@
+//! The consumer runtime: subscribes a consumer group to topics, hands each record to the handler of its
+//! event type, and commits a partition's offset only past records whose handling is over (handled, or
+//! dead-lettered): at-least-once.
+//!
+//! - Dispatch: by the `nerve-event-type` header. Records of types without a handler are skipped (a topic
+//!   may carry types this service does not care about); records without a valid envelope go to the
+//!   dead-letter topic.
+//! - Ordering: within a partition, records with the same key are handled one after the other in offset
+//!   order; records with different keys run concurrently, up to [`ConsumerBuilder::concurrency`] per
+//!   partition. Records without a key count as one key.
+//! - Failures: see [`crate::retry`] and [`crate::dlq`]. A record is committed past only once it was
+//!   handled or its dead letter is stored.
+//! - Rebalances and [`ConsumerRuntime::shutdown`]: no new records start on the partitions given up; the
+//!   handlers running finish (retries waiting for their backoff give up), what is done is committed, and
+//!   the rest is left to whoever consumes the partition next.
+//!
+//! The Kafka consumer runs on a thread of its own (librdkafka's rebalance callback blocks while handlers
+//! drain); handlers run as tokio tasks on the runtime that called [`ConsumerBuilder::start`].
+
+mod partition;
+mod poll;
+mod tracker;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::codec::Codec;
+use crate::envelope::{Envelope, PublishContext};
+use crate::retry::{HandlerError, RetryPolicy};
+use crate::Event;
+
+/// Handles the events of type `E`.
+#[async_trait]
+pub trait Handler<E: Event>: Send + Sync + 'static {
+    async fn handle(&self, ctx: &EventContext, event: E) -> Result<(), HandlerError>;
+
+    /// The name in logs and in dead letters' `nerve-dlq-handler`.
+    fn name(&self) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
+}
+
+/// What a handler knows about the record it handles.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    pub envelope: Envelope,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    /// The record's timestamp, milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
+    /// 1 on the first attempt.
+    pub attempt: u32,
+}
+
+impl EventContext {
+    /// The context for events published because of this one: same correlation id and trace, this event as
+    /// the cause.
+    pub fn follow_up(&self) -> PublishContext {
+        PublishContext {
+            correlation_id: Some(self.envelope.correlation_id.clone()),
+            causation_id: Some(self.envelope.event_id.to_string()),
+            traceparent: self.envelope.traceparent.clone(),
+        }
+    }
+}
+
+/// Why the runtime could not start or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("the consumer cannot be created: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the consumer runtime needs a tokio runtime: {0}")]
+    NoRuntime(String),
+    #[error("nothing to consume: no topic subscribed")]
+    NoTopics,
+    #[error("the consumer's thread cannot be started: {0}")]
+    Thread(std::io::Error),
+    #[error("the consumer's thread panicked")]
+    Panicked,
+}
+
+/// Configures and starts a [`ConsumerRuntime`].
+pub struct ConsumerBuilder<C: Codec> {
+    config: ClientConfig,
+    codec: Arc<C>,
+    topics: Vec<String>,
+    handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
+    settings: Settings,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) retry: RetryPolicy,
+    pub(crate) concurrency: usize,
+    pub(crate) max_buffered: usize,
+    pub(crate) commit_interval: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl<C: Codec> ConsumerBuilder<C> {
+    /// A runtime with the rdkafka settings of `config`, which needs `bootstrap.servers` and `group.id`.
+    /// The runtime commits itself (`enable.auto.commit` and `enable.auto.offset.store` are turned off);
+    /// a group without committed offsets starts at the earliest record unless `auto.offset.reset` says
+    /// otherwise.
+    pub fn new(config: &ClientConfig, codec: C) -> ConsumerBuilder<C> {
+        ConsumerBuilder {
+            config: config.clone(),
+            codec: Arc::new(codec),
+            topics: Vec::new(),
+            handlers: HashMap::new(),
+            settings: Settings {
+                retry: RetryPolicy::default(),
+                concurrency: 16,
+                max_buffered: 1000,
+                commit_interval: Duration::from_secs(1),
+                drain_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    pub fn subscribe(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Handles the events of type `E` with `handler`; a second handler for the same type replaces the
+    /// first.
+    pub fn handler<E: Event, H: Handler<E>>(mut self, handler: H) -> Self {
+        let name = handler.name();
+        self.handlers.insert(
+            E::NAME,
+            Arc::new(Typed {
+                handler,
+                name,
+                codec: Arc::clone(&self.codec),
+                event: PhantomData,
+            }),
+        );
+        self
+    }
+
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.settings.retry = policy;
+        self
+    }
+
+    /// How many handlers may run at once per partition (different keys); at least 1.
+    pub fn concurrency(mut self, per_partition: usize) -> Self {
+        self.settings.concurrency = per_partition.max(1);
+        self
+    }
+
+    /// How many records of a partition may wait or run before the partition is paused.
+    pub fn max_buffered(mut self, per_partition: usize) -> Self {
+        self.settings.max_buffered = per_partition.max(1);
+        self
+    }
+
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.settings.commit_interval = interval;
+        self
+    }
+
+    /// How long a rebalance or shutdown waits for running handlers before committing what is done.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.drain_timeout = timeout;
+        self
+    }
+
+    /// Subscribes and starts consuming. Must be called within a tokio runtime, which runs the handlers.
+    pub fn start(self) -> Result<ConsumerRuntime, ConsumerError> {
+        if self.topics.is_empty() {
+            return Err(ConsumerError::NoTopics);
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| ConsumerError::NoRuntime(e.to_string()))?;
+        let mut config = self.config;
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        if config.get("auto.offset.reset").is_none() {
+            config.set("auto.offset.reset", "earliest");
+        }
+        // The dead-letter producer shares the connection settings, not the consumer-only ones.
+        let mut producer_config = ClientConfig::new();
+        for (key, value) in config.config_map() {
+            if !is_consumer_only(key) {
+                producer_config.set(key, value);
+            }
+        }
+        let dlq_producer = crate::producer::durable_producer(&producer_config)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(partition::Shared {
+            handlers: self.handlers,
+            settings: self.settings,
+            dlq_producer,
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let thread = poll::start(
+            config,
+            self.topics,
+            shared,
+            runtime,
+            Arc::clone(&stop),
+            done_tx,
+        )?;
+        Ok(ConsumerRuntime {
+            stop,
+            done: Some(done_rx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Keys that librdkafka rejects (or warns about) on a producer.
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("group.")
+        || key.starts_with("enable.auto.")
+        || key.starts_with("auto.")
+        || key.starts_with("session.")
+        || key.starts_with("heartbeat.")
+        || key.starts_with("partition.assignment")
+        || key.starts_with("max.poll")
+        || key.starts_with("fetch.")
+        || key.starts_with("isolation.")
+        || key == "enable.partition.eof"
+}
+
+/// A running consumer. Dropping it stops it too, without waiting.
+#[derive(Debug)]
+pub struct ConsumerRuntime {
+    stop: Arc<AtomicBool>,
+    done: Option<tokio::sync::oneshot::Receiver<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ConsumerRuntime {
+    /// Stops taking records, waits for the running handlers (up to the drain timeout), commits what is
+    /// done, and leaves the group.
+    pub async fn shutdown(mut self) -> Result<(), ConsumerError> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(done) = self.done.take() {
+            // An error only means the thread ended without a word: its join says how.
+            let _ = done.await;
+        }
+        match self.thread.take() {
+            Some(thread) => tokio::task::spawn_blocking(move || thread.join())
+                .await
+                .map_err(|_| ConsumerError::Panicked)?
+                .map_err(|_| ConsumerError::Panicked),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ConsumerRuntime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Why one attempt failed, whatever failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+/// A handler with its event type erased: decodes the payload and calls it.
+#[async_trait]
+pub(crate) trait Dispatch: Send + Sync {
+    fn name(&self) -> &str;
+    async fn dispatch(&self, ctx: &EventContext, payload: Option<&[u8]>) -> Result<(), Failure>;
+}
+
+struct Typed<E, H, C> {
+    handler: H,
+    name: String,
+    codec: Arc<C>,
+    event: PhantomData<fn() -> E>,
+}
+
+#[async_trait]
+impl<E: Event, H: Handler<E>, C: Codec> Dispatch for Typed<E, H, C> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn dispatch(&self, ctx: &EventContext, payload: Option<&[u8]>) -> Result<(), Failure> {
+        let Some(payload) = payload else {
+            return Err(Failure::Permanent(format!(
+                "the record has no value to decode as {}",
+                E::NAME
+            )));
+        };
+        let event: E = match self.codec.decode(&ctx.topic, payload).await {
+            Ok(event) => event,
+            Err(e) if e.is_transient() => return Err(Failure::Transient(e.to_string())),
+            Err(e) => return Err(Failure::Permanent(e.to_string())),
+        };
+        self.handler.handle(ctx, event).await.map_err(|e| match e {
+            HandlerError::Transient(why) => Failure::Transient(why),
+            HandlerError::Permanent(why) => Failure::Permanent(why),
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! One task per assigned partition: key lanes, the concurrency limit, and each record's attempts, retries
+//! and dead letter.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use super::tracker::Tracker;
+use super::{Dispatch, EventContext, Failure, Settings};
+use crate::dlq::{self, Death};
+use crate::envelope::Envelope;
+
+/// What every partition task shares.
+pub(crate) struct Shared {
+    pub(crate) handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
+    pub(crate) settings: Settings,
+    pub(crate) dlq_producer: FutureProducer,
+}
+
+pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+    // Every tracker method leaves it consistent, so a panic elsewhere while it was held changes nothing.
+    tracker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Key = Option<Vec<u8>>;
+
+/// How one record's handling ended.
+enum Outcome {
+    /// Handled, skipped, or dead-lettered: commit past it.
+    Done,
+    /// Given up because the partition is being let go: leave it to the next consumer.
+    Abandoned,
+}
+
+/// Runs the partition until `stop` turns true or `records` closes: takes records, starts them lane by
+/// lane, and marks them completed in `tracker`. Then waits for the running ones and returns.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut records: mpsc::UnboundedReceiver<OwnedMessage>,
+    tracker: Arc<Mutex<Tracker>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limit = shared.settings.concurrency;
+    let mut lanes: HashMap<Key, VecDeque<OwnedMessage>> = HashMap::new();
+    let mut active: HashSet<Key> = HashSet::new();
+    let mut ready: VecDeque<Key> = VecDeque::new();
+    let mut running = FuturesUnordered::new();
+
+    loop {
+        while running.len() < limit {
+            let Some(key) = ready.pop_front() else { break };
+            let Some(record) = lanes.get_mut(&key).and_then(VecDeque::pop_front) else {
+                continue;
+            };
+            if lanes.get(&key).is_some_and(VecDeque::is_empty) {
+                lanes.remove(&key);
+            }
+            active.insert(key.clone());
+            let offset = record.offset();
+            let task = tokio::spawn(handle(Arc::clone(&shared), record, stop.clone()));
+            running.push(task.map(move |result| (key, offset, result)));
+        }
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stop| *stop) => break,
+            Some((key, offset, result)) = running.next(), if !running.is_empty() => {
+                if let Ok(Outcome::Done) = result {
+                    lock(&tracker).completed(offset);
+                }
+                active.remove(&key);
+                if lanes.contains_key(&key) {
+                    ready.push_back(key);
+                }
+            }
+            record = records.recv() => match record {
+                Some(record) => {
+                    let key = record.key().map(<[u8]>::to_vec);
+                    let lane = lanes.entry(key.clone()).or_default();
+                    lane.push_back(record);
+                    if lane.len() == 1 && !active.contains(&key) {
+                        ready.push_back(key);
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    // Running handlers finish; records not started stay pending, so nothing commits past them.
+    while let Some((_, offset, result)) = running.next().await {
+        if let Ok(Outcome::Done) = result {
+            lock(&tracker).completed(offset);
+        }
+    }
+}
+
+/// One record, from its envelope to done: attempts, backoffs, and the dead letter.
+async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver<bool>) -> Outcome {
+    let envelope = match record.headers().map(Envelope::from_headers) {
+        Some(Ok(envelope)) => envelope,
+        Some(Err(e)) => {
+            let why = format!("not a valid event envelope: {e}");
+            return dead_letter(&shared, &record, why, 0, "none", stop).await;
+        }
+        None => {
+            let why = "not a valid event envelope: the record has no headers".to_string();
+            return dead_letter(&shared, &record, why, 0, "none", stop).await;
+        }
+    };
+    let span = tracing::info_span!(
+        "nerve_sdk.handle",
+        event_type = %envelope.event_type,
+        event_id = %envelope.event_id,
+        correlation_id = %envelope.correlation_id,
+        topic = record.topic(),
+        partition = record.partition(),
+        offset = record.offset(),
+    );
+    async move {
+        let Some(dispatch) = shared.handlers.get(envelope.event_type.as_str()).cloned() else {
+            tracing::debug!("no handler for this event type: skipped");
+            return Outcome::Done;
+        };
+        let mut ctx = EventContext {
+            envelope,
+            topic: record.topic().to_string(),
+            partition: record.partition(),
+            offset: record.offset(),
+            key: record.key().map(<[u8]>::to_vec),
+            timestamp: record.timestamp().to_millis(),
+            attempt: 0,
+        };
+        let mut stop = stop;
+        loop {
+            ctx.attempt += 1;
+            let attempt = AssertUnwindSafe(dispatch.dispatch(&ctx, record.payload()))
+                .catch_unwind()
+                .await;
+            let why = match attempt {
+                Ok(Ok(())) => {
+                    tracing::debug!(attempt = ctx.attempt, "handled");
+                    return Outcome::Done;
+                }
+                Ok(Err(Failure::Permanent(why))) => why,
+                Err(panic) => format!("the handler panicked: {}", panic_message(&*panic)),
+                Ok(Err(Failure::Transient(why))) => match shared.settings.retry.backoff(ctx.attempt) {
+                    Some(delay) => {
+                        tracing::warn!(attempt = ctx.attempt, error = %why, ?delay, "handler failed, retrying");
+                        if !pause(delay, &mut stop).await {
+                            return Outcome::Abandoned;
+                        }
+                        continue;
+                    }
+                    None => why,
+                },
+            };
+            return dead_letter(&shared, &record, why, ctx.attempt, dispatch.name(), stop).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes the dead letter, retrying until it is stored (or the partition is let go): only a stored dead
+/// letter lets the partition commit past the record.
+async fn dead_letter(
+    shared: &Shared,
+    record: &OwnedMessage,
+    error: String,
+    attempts: u32,
+    handler: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    tracing::error!(%error, attempts, handler, "giving up on the record: to the dead-letter topic");
+    let death = Death {
+        error,
+        attempts,
+        handler: handler.to_string(),
+    };
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match dlq::send(&shared.dlq_producer, record, &death).await {
+            Ok(()) => return Outcome::Done,
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %dlq::dlq_topic(record.topic()), "dead letter not stored, retrying");
+                if !pause(delay, &mut stop).await {
+                    return Outcome::Abandoned;
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Sleeps for `delay`; `false` if the partition is let go first.
+async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.wait_for(|stop| *stop) => false,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
