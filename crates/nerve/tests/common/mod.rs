@@ -33,43 +33,62 @@ impl Nerve {
     pub fn start(data_dir: &Path) -> Nerve {
         Nerve::spawn(
             data_dir,
-            free_port(),
+            None,
             &[],
             "info,nerve_broker=debug",
-            Stdio::inherit(),
+            &Stdio::inherit,
         )
     }
 
-    /// Starts `nerve serve` with its Kafka API on `port`, its schema registry and its HTTP server on free
-    /// ports, and waits until all three accept connections.
-    fn spawn(data_dir: &Path, port: u16, extra_args: &[String], log: &str, stderr: Stdio) -> Nerve {
-        let registry_port = free_port();
-        let http_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--kafka-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--registry-listen")
-            .arg(format!("127.0.0.1:{registry_port}"))
-            .arg("--http-listen")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .args(extra_args)
-            .env("RUST_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("nerve starts");
-        let mut nerve = Nerve {
-            child: Some(child),
-            port,
-            registry_port,
-            http_port,
-            data_dir: data_dir.to_path_buf(),
-        };
-        nerve.wait_until_accepting();
-        nerve
+    /// Starts `nerve serve` with its Kafka API on `port` (a free one when `None`), its schema registry and
+    /// its HTTP server on free ports, and waits until all three accept connections. A port picked free can
+    /// be taken by another process before nerve binds it; then nerve exits, and this tries other ports.
+    fn spawn(
+        data_dir: &Path,
+        port: Option<u16>,
+        extra_args: &[String],
+        log: &str,
+        stderr: &dyn Fn() -> Stdio,
+    ) -> Nerve {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let kafka_port = port.unwrap_or_else(free_port);
+            let registry_port = free_port();
+            let http_port = free_port();
+            let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
+                .arg("serve")
+                .arg("--data-dir")
+                .arg(data_dir)
+                .arg("--kafka-listen")
+                .arg(format!("127.0.0.1:{kafka_port}"))
+                .arg("--registry-listen")
+                .arg(format!("127.0.0.1:{registry_port}"))
+                .arg("--http-listen")
+                .arg(format!("127.0.0.1:{http_port}"))
+                .args(extra_args)
+                .env("RUST_LOG", log)
+                .stdout(Stdio::null())
+                .stderr(stderr())
+                .spawn()
+                .expect("nerve starts");
+            let mut nerve = Nerve {
+                child: Some(child),
+                port: kafka_port,
+                registry_port,
+                http_port,
+                data_dir: data_dir.to_path_buf(),
+            };
+            match nerve.wait_until_accepting() {
+                Ok(()) => return nerve,
+                Err(status) if attempt < ATTEMPTS => {
+                    eprintln!(
+                        "nerve exited before accepting connections ({status}); trying other ports"
+                    );
+                }
+                Err(status) => panic!("nerve exited before accepting connections: {status}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// The schema registry's base URL.
@@ -86,21 +105,22 @@ impl Nerve {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn wait_until_accepting(&mut self) {
+    /// Waits until every port accepts; `Err` with the exit status if nerve exits first.
+    fn wait_until_accepting(&mut self) -> Result<(), std::process::ExitStatus> {
         let started = Instant::now();
         loop {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.registry_port)).is_ok()
                 && TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("nerve exited before accepting connections: {status}");
+                return Err(status);
             }
             assert!(
                 started.elapsed() < PATIENCE,
@@ -286,7 +306,7 @@ impl Nerve {
     /// Starts a broker on `port` with `data_dir` and more `nerve serve` flags (e.g. `--advertised-listener`),
     /// and waits until it accepts connections.
     pub fn start_on(data_dir: &Path, port: u16, extra_args: &[String]) -> Nerve {
-        Nerve::spawn(data_dir, port, extra_args, "info", Stdio::inherit())
+        Nerve::spawn(data_dir, Some(port), extra_args, "info", &Stdio::inherit)
     }
 
     /// As [`Nerve::start_on`], with the logs (stderr) written to the file `log` for the test to read. A file
@@ -298,7 +318,13 @@ impl Nerve {
         log: &Path,
     ) -> Nerve {
         let file = std::fs::File::create(log).expect("log file created");
-        Nerve::spawn(data_dir, port, extra_args, "info", Stdio::from(file))
+        let stderr = || {
+            Stdio::from(
+                file.try_clone()
+                    .expect("the log file can be handed to another process"),
+            )
+        };
+        Nerve::spawn(data_dir, Some(port), extra_args, "info", &stderr)
     }
 
     /// SIGKILL: the process ends at once, in the middle of whatever it was doing. Returns once it is gone.
