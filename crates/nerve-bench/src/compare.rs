@@ -2,8 +2,10 @@
 //! reachable target (alternating the targets' order from case to case, so that drifting machine speed is
 //! spread over all of them), and writes `bench.md`, `bench.json` and `bench.png`.
 //!
-//! Only Nerve is a target so far; peers (NATS JetStream, Redis Streams, RabbitMQ) join [`targets`] as
-//! modules implementing [`Target`], and an unreachable one is reported as "unreachable: <why>".
+//! The targets are Nerve (started here) and the peers on this machine: NATS JetStream, Redis Streams and
+//! RabbitMQ, at `--nats-url`, `--redis-url` and `--amqp-url`. An unreachable one is reported as
+//! "unreachable: <why>"; a case a server cannot run as asked (a durability it lacks) is reported with the
+//! reason in place of figures, never run with a weaker setting.
 
 use std::fmt::Write as _;
 use std::net::{TcpListener, TcpStream};
@@ -17,8 +19,11 @@ use serde::Serialize;
 
 use crate::limits::{self, Limits};
 use crate::proc_info;
+use crate::target::jetstream::JetStreamTarget;
 use crate::target::kafka::{Flavor, KafkaTarget};
-use crate::target::{Acks, Destination, Durability, Target, TargetInfo};
+use crate::target::rabbitmq::RabbitMqTarget;
+use crate::target::redis::RedisTarget;
+use crate::target::{self, Acks, Destination, Durability, Target, TargetError, TargetInfo};
 use crate::workload::{self, Rate, RunReport, Workload};
 
 #[derive(Args)]
@@ -37,6 +42,19 @@ pub(crate) struct CompareArgs {
     /// disk: the durable cases and the disk limits are measured there.
     #[arg(long, default_value = "target/nerve-bench")]
     out: PathBuf,
+    /// NATS with JetStream.
+    #[arg(long, default_value = crate::DEFAULT_NATS_URL)]
+    nats_url: String,
+    /// The NATS server runs with `jetstream { sync_interval: always }` (nats-server >= 2.10), which the
+    /// client protocol does not show: without this flag, JetStream's durable cases are not run.
+    #[arg(long)]
+    nats_sync_always: bool,
+    /// Redis (Streams).
+    #[arg(long, default_value = crate::DEFAULT_REDIS_URL)]
+    redis_url: String,
+    /// RabbitMQ.
+    #[arg(long, default_value = crate::DEFAULT_AMQP_URL)]
+    amqp_url: String,
 }
 
 /// One case of the suite.
@@ -100,7 +118,9 @@ struct Entry {
 struct Row {
     case: Case,
     target: String,
+    /// The report, or why there is none: a failure, or (with `unavailable`) a case the server cannot run.
     result: Result<RunReport, String>,
+    unavailable: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -277,16 +297,48 @@ pub(crate) async fn run(args: CompareArgs) -> Result<()> {
     };
     limits.print();
 
-    let mut entries = vec![Entry {
-        name: "nerve".to_string(),
-        target: Box::new(KafkaTarget::new(
-            format!("127.0.0.1:{}", nerve.port),
-            Flavor::Nerve,
-            Some(nerve.pid()),
-            nerve.version.clone(),
-        )),
-        info: Err("not connected yet".to_string()),
-    }];
+    let local_pid = |url: &str| target::url_port(url).and_then(proc_info::pid_listening_on);
+    let targets: Vec<(&str, Box<dyn Target>)> = vec![
+        (
+            "nerve",
+            Box::new(KafkaTarget::new(
+                format!("127.0.0.1:{}", nerve.port),
+                Flavor::Nerve,
+                Some(nerve.pid()),
+                nerve.version.clone(),
+            )),
+        ),
+        (
+            "jetstream",
+            Box::new(JetStreamTarget::new(
+                args.nats_url.clone(),
+                local_pid(&args.nats_url),
+                args.nats_sync_always,
+            )),
+        ),
+        (
+            "redis",
+            Box::new(RedisTarget::new(
+                args.redis_url.clone(),
+                local_pid(&args.redis_url),
+            )),
+        ),
+        (
+            "rabbitmq",
+            Box::new(RabbitMqTarget::new(
+                args.amqp_url.clone(),
+                local_pid(&args.amqp_url),
+            )),
+        ),
+    ];
+    let mut entries: Vec<Entry> = targets
+        .into_iter()
+        .map(|(name, target)| Entry {
+            name: name.to_string(),
+            target,
+            info: Err("not connected yet".to_string()),
+        })
+        .collect();
     let cases = suite(args.quick);
     for entry in &mut entries {
         let probe = destination(&cases[0], &entry.name);
@@ -296,10 +348,29 @@ pub(crate) async fn run(args: CompareArgs) -> Result<()> {
             .await
             .map_err(|e| e.to_string());
         match &entry.info {
-            Ok(info) => println!("target {}: {} at {}", entry.name, info.client, info.address),
+            Ok(info) => println!(
+                "target {}: {} at {}, server {}",
+                entry.name,
+                info.client,
+                info.address,
+                info.server_version
+                    .as_deref()
+                    .unwrap_or("(version unknown)")
+            ),
             Err(e) => println!("target {}: {e}", entry.name),
         }
     }
+    // The peers were running before the suite: this is their memory before it, not a fresh server's.
+    let idle: Vec<Option<u64>> = entries
+        .iter()
+        .map(|e| {
+            if e.name == "nerve" {
+                idle
+            } else {
+                e.target.server_pid().and_then(proc_info::rss_bytes)
+            }
+        })
+        .collect();
 
     let mut rows = Vec::new();
     let reachable: Vec<usize> = (0..entries.len())
@@ -314,6 +385,10 @@ pub(crate) async fn run(args: CompareArgs) -> Result<()> {
                 &workload(case, args.quick),
             )
             .await;
+            let unavailable = matches!(
+                result.as_ref().map_err(|e| e.downcast_ref::<TargetError>()),
+                Err(Some(TargetError::Unavailable(_)))
+            );
             match &result {
                 Ok(r) => println!(
                     "{:<28} {:<8} {:>8.1} MB/s {:>9.0} rec/s  p50 {:>7.2} ms  p99 {:>7.2} ms  lost {} dup {}",
@@ -326,21 +401,31 @@ pub(crate) async fn run(args: CompareArgs) -> Result<()> {
                     r.check.lost,
                     r.check.duplicates
                 ),
+                Err(e) if unavailable => {
+                    println!("{:<28} {:<8} {}", case.name, entry.name, e.root_cause())
+                }
                 Err(e) => println!("{:<28} {:<8} failed: {e:#}", case.name, entry.name),
             }
             rows.push(Row {
                 case: case.clone(),
                 target: entry.name.clone(),
-                result: result.map_err(|e| format!("{e:#}")),
+                result: result.map_err(|e| {
+                    if unavailable {
+                        e.root_cause().to_string()
+                    } else {
+                        format!("{e:#}")
+                    }
+                }),
+                unavailable,
             });
         }
     }
 
     let mut summaries = Vec::new();
-    for entry in &entries {
+    for (entry, idle) in entries.iter().zip(idle) {
         let mut memory = Memory::default();
         if let Some(pid) = entry.target.server_pid() {
-            memory.idle_bytes = if entry.name == "nerve" { idle } else { None };
+            memory.idle_bytes = idle;
             memory.end_of_suite_bytes = proc_info::rss_bytes(pid);
             if entry.info.is_ok() {
                 memory.thousand_partitions_bytes = thousand_partitions(entry.target.as_ref())
@@ -433,6 +518,29 @@ fn mib(bytes: Option<u64>) -> String {
     })
 }
 
+/// What each target's durable and not-durable cases ask of the server, so that like is compared with like.
+fn durability_meaning(target: &str) -> (&'static str, &'static str) {
+    match target {
+        "nerve" => (
+            "topic config `fsync=always`: fsync before the ack",
+            "topic config `fsync=never`: acked from the page cache",
+        ),
+        "jetstream" => (
+            "server `jetstream { sync_interval: always }` (nats-server >= 2.10): fsync before the PubAck",
+            "the server's default `sync_interval` (2 min): acked from the page cache",
+        ),
+        "redis" => (
+            "server `appendonly yes` + `appendfsync always`: AOF fsync before the reply",
+            "whatever else the server runs with (here: no AOF, nothing on disk)",
+        ),
+        "rabbitmq" => (
+            "quorum queues + persistent messages: confirmed once the Raft log is fsync'd",
+            "classic transient queues + transient messages: confirmed from memory",
+        ),
+        _ => ("", ""),
+    }
+}
+
 fn markdown(doc: &Document) -> String {
     let l = &doc.limits;
     let mut md = String::new();
@@ -458,7 +566,7 @@ fn markdown(doc: &Document) -> String {
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(
         md,
-        "| target | state | client | server | RSS idle | RSS end of suite | RSS 1,000 partitions |"
+        "| target | state | client | server | RSS idle (peers: before the suite) | RSS end of suite | RSS 1,000 partitions |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for t in &doc.targets {
@@ -482,6 +590,29 @@ fn markdown(doc: &Document) -> String {
             mib(t.memory.end_of_suite_bytes),
             mib(t.memory.thousand_partitions_bytes)
         );
+    }
+    let _ = writeln!(md, "\n## What durable means per target\n");
+    let _ = writeln!(md, "| target | durable | not durable |");
+    let _ = writeln!(md, "|---|---|---|");
+    for t in &doc.targets {
+        let (durable, not_durable) = durability_meaning(&t.name);
+        let _ = writeln!(md, "| {} | {durable} | {not_durable} |", t.name);
+    }
+    for t in &doc.targets {
+        let Some(info) = &t.info else { continue };
+        let _ = writeln!(
+            md,
+            "\n{} settings (as probed with the first case): {}",
+            t.name,
+            info.settings
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for note in &info.notes {
+            let _ = writeln!(md, "- note: {note}");
+        }
     }
     let _ = writeln!(md, "\n## Cases\n");
     let _ = writeln!(
@@ -531,9 +662,10 @@ fn markdown(doc: &Document) -> String {
             Err(e) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {durability} | failed: {} |||||||||",
+                    "| {} | {} | {durability} | {}{} |||||||||",
                     row.case.name,
                     row.target,
+                    if row.unavailable { "" } else { "failed: " },
                     e.replace('|', "/")
                 );
             }

@@ -15,7 +15,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use target::jetstream::JetStreamTarget;
 use target::kafka::{Flavor, KafkaTarget};
+use target::rabbitmq::RabbitMqTarget;
+use target::redis::RedisTarget;
 use target::{Acks, Destination, Durability, Target};
 use workload::{Rate, Workload};
 
@@ -33,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one workload against one target and print its throughput and latency.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Measure the machine: sequential disk write, small synchronous writes, loopback TCP.
     Limits(LimitsArgs),
     /// Start `nerve serve`, measure the limits, run the suite against every reachable target, and write
@@ -47,19 +50,51 @@ enum TargetKind {
     Nerve,
     /// Any Kafka-compatible broker (durability through `flush.messages`).
     Kafka,
+    /// NATS JetStream (`--url nats://...`; durable needs the server's `sync_interval: always`).
+    Jetstream,
+    /// Redis Streams (`--url redis://...`; durable needs the server's `appendfsync always`).
+    Redis,
+    /// RabbitMQ (`--url amqp://...`; durable: quorum queues and persistent messages).
+    Rabbitmq,
 }
+
+impl TargetKind {
+    /// The address of the service on this machine, for peers given no `--url`.
+    fn default_url(self) -> Option<&'static str> {
+        match self {
+            TargetKind::Nerve | TargetKind::Kafka => None,
+            TargetKind::Jetstream => Some(DEFAULT_NATS_URL),
+            TargetKind::Redis => Some(DEFAULT_REDIS_URL),
+            TargetKind::Rabbitmq => Some(DEFAULT_AMQP_URL),
+        }
+    }
+}
+
+pub(crate) const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub(crate) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 #[derive(Args)]
 #[command(after_help = "Examples:
   nerve-bench run --target nerve --bootstrap 127.0.0.1:9092 --rate 5000 --duration 10
-  nerve-bench run --target kafka --bootstrap 127.0.0.1:9092 --rate max --partitions 16 --producers 2")]
+  nerve-bench run --target kafka --bootstrap 127.0.0.1:9092 --rate max --partitions 16 --producers 2
+  nerve-bench run --target jetstream --url nats://127.0.0.1:4222 --rate 1000 --durability not-durable
+  nerve-bench run --target redis --url redis://127.0.0.1:6379 --partitions 4
+  nerve-bench run --target rabbitmq --url amqp://guest:guest@127.0.0.1:5672/%2f --durability durable")]
 struct RunArgs {
     /// The kind of server.
     #[arg(long, value_enum, default_value = "nerve")]
     target: TargetKind,
-    /// The broker's address.
+    /// The Kafka-protocol broker's address (nerve, kafka).
     #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
     bootstrap: String,
+    /// The peer's URL (jetstream, redis, rabbitmq) [default: the service on this machine's usual port].
+    #[arg(long)]
+    url: Option<String>,
+    /// The NATS server runs with `jetstream { sync_interval: always }` (nats-server >= 2.10), which the
+    /// client protocol does not show: without this flag, JetStream's durable runs are refused.
+    #[arg(long)]
+    nats_sync_always: bool,
     /// The server's process id, for its resident memory [default: the process listening on the bootstrap
     /// port, when it is on this machine and readable].
     #[arg(long)]
@@ -200,7 +235,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Run(args) => runtime.block_on(run(args)),
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Limits(args) => {
             let limits = limits::measure(
                 &args.dir,
@@ -219,20 +254,35 @@ fn main() -> Result<()> {
 
 async fn run(args: RunArgs) -> Result<()> {
     let (destination, workload) = args.workload.split()?;
-    let server_pid = args.server_pid.or_else(|| {
-        let port = args.bootstrap.rsplit_once(':')?.1.parse().ok()?;
-        proc_info::pid_listening_on(port)
-    });
-    let flavor = match args.target {
-        TargetKind::Nerve => Flavor::Nerve,
-        TargetKind::Kafka => Flavor::Kafka,
+    let url = args
+        .url
+        .clone()
+        .or_else(|| args.target.default_url().map(str::to_string));
+    let address = url.as_deref().unwrap_or(&args.bootstrap);
+    let server_pid = args
+        .server_pid
+        .or_else(|| proc_info::pid_listening_on(target::url_port(address)?));
+    let target: Box<dyn Target> = match (args.target, url) {
+        (TargetKind::Nerve | TargetKind::Kafka, _) => {
+            let flavor = if args.target == TargetKind::Nerve {
+                Flavor::Nerve
+            } else {
+                Flavor::Kafka
+            };
+            Box::new(KafkaTarget::new(
+                args.bootstrap.clone(),
+                flavor,
+                server_pid,
+                None,
+            ))
+        }
+        (TargetKind::Jetstream, Some(url)) => {
+            Box::new(JetStreamTarget::new(url, server_pid, args.nats_sync_always))
+        }
+        (TargetKind::Redis, Some(url)) => Box::new(RedisTarget::new(url, server_pid)),
+        (TargetKind::Rabbitmq, Some(url)) => Box::new(RabbitMqTarget::new(url, server_pid)),
+        (_, None) => unreachable!("every peer has a default URL"),
     };
-    let target: Box<dyn Target> = Box::new(KafkaTarget::new(
-        args.bootstrap.clone(),
-        flavor,
-        server_pid,
-        None,
-    ));
     let report = workload::run(target.as_ref(), &destination, &workload).await?;
     report.print();
     if let Some(path) = args.json {

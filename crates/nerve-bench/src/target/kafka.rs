@@ -21,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
     Ack, Acks, Consumer, Destination, Durability, Producer, Record, Sink, Target, TargetError,
-    TargetInfo,
+    TargetInfo, MAX_PER_POLL,
 };
 
 /// How long the broker may take to answer the first metadata request before it counts as unreachable.
@@ -357,9 +357,6 @@ struct KafkaConsumer {
     consumer: StreamConsumer,
     idle: bool,
 }
-
-/// The most records handed over per poll, so that the caller gets to check its deadline now and then.
-const MAX_PER_POLL: usize = 10_000;
 
 #[async_trait]
 impl Consumer for KafkaConsumer {

@@ -18,9 +18,14 @@
 //! A peer without partitions (a Redis stream, a RabbitMQ queue) maps `partitions` onto what it has (several
 //! streams or queues, or one and says so in [`TargetInfo::notes`]); a peer without a notion of acks=0 treats
 //! it as its weakest acknowledgement. Unreachable targets return [`TargetError::Unreachable`] from
-//! [`Target::connect`], which `compare` reports instead of skipping the target silently.
+//! [`Target::connect`], which `compare` reports instead of skipping the target silently. A durability the
+//! server cannot give is [`TargetError::Unavailable`] from [`Target::prepare`]: reported as such, never run
+//! with a weaker setting under the stronger name.
 
+pub(crate) mod jetstream;
 pub(crate) mod kafka;
+pub(crate) mod rabbitmq;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -122,6 +127,60 @@ pub(crate) enum TargetError {
     /// The server answered with an error.
     #[error("{0}")]
     Server(String),
+    /// The server cannot run this case as asked (a durability it lacks): the case is reported with this
+    /// reason instead of figures.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Chooses the partition of each record for peers whose clients have no partitioner: a hash of the key (so
+/// that one key stays in order on one partition), else round robin.
+pub(crate) struct Partitioner {
+    partitions: u32,
+    next: u32,
+}
+
+impl Partitioner {
+    /// Producers start their round robin at different partitions, so that several do not move in step.
+    pub(crate) fn new(partitions: u32, start: usize) -> Partitioner {
+        let partitions = partitions.max(1);
+        Partitioner {
+            partitions,
+            next: (start % partitions as usize) as u32,
+        }
+    }
+
+    pub(crate) fn pick(&mut self, key: Option<&[u8]>) -> u32 {
+        match key {
+            Some(key) => {
+                // FNV-1a: stable across runs and processes, unlike the standard library's hasher.
+                let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                });
+                (hash % u64::from(self.partitions)) as u32
+            }
+            None => {
+                let p = self.next;
+                self.next = (self.next + 1) % self.partitions;
+                p
+            }
+        }
+    }
+}
+
+/// The partitions consumer `index` of `count` reads (see [`Target::consumer`]).
+pub(crate) fn partitions_of(destination: &Destination, index: usize, count: usize) -> Vec<u32> {
+    (0..destination.partitions)
+        .filter(|p| *p as usize % count.max(1) == index)
+        .collect()
+}
+
+/// The TCP port of a peer's URL (`scheme://[user:pass@]host:port[/...]`), to find its server process.
+pub(crate) fn url_port(url: &str) -> Option<u16> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    host_port.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Resolves when the server acknowledged one record (or refused it).
@@ -187,6 +246,10 @@ pub(crate) trait Producer: Send {
 /// Receives a record's payload; returns nothing, so that a consumer can hand over borrowed bytes.
 pub(crate) type Sink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
 
+/// The most records a consumer hands over per poll, so that the caller gets to check its deadline now and
+/// then.
+pub(crate) const MAX_PER_POLL: usize = 10_000;
+
 /// A consumer; see the module documentation.
 #[async_trait]
 pub(crate) trait Consumer: Send {
@@ -194,4 +257,33 @@ pub(crate) trait Consumer: Send {
     /// ready, so that a fast consumer does not pay a wake-up per record). Returns how many it handed over;
     /// zero means none arrived in time.
     async fn poll(&mut self, max_wait: Duration, sink: Sink<'_>) -> Result<usize, TargetError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_by_key_or_in_turn() {
+        let mut p = Partitioner::new(4, 6);
+        assert_eq!(
+            (0..5).map(|_| p.pick(None)).collect::<Vec<_>>(),
+            [2, 3, 0, 1, 2]
+        );
+        let a = p.pick(Some(b"key-1"));
+        assert!(a < 4);
+        assert_eq!(Partitioner::new(4, 0).pick(Some(b"key-1")), a);
+        assert_eq!(Partitioner::new(1, 3).pick(None), 0);
+    }
+
+    #[test]
+    fn ports_of_urls() {
+        assert_eq!(url_port("nats://127.0.0.1:4222"), Some(4222));
+        assert_eq!(url_port("redis://127.0.0.1:6379/0"), Some(6379));
+        assert_eq!(
+            url_port("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Some(5672)
+        );
+        assert_eq!(url_port("localhost"), None);
+    }
 }
