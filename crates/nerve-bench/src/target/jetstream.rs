@@ -22,11 +22,10 @@ use async_nats::jetstream::stream::{self, StorageType};
 use async_nats::jetstream::Context;
 use async_trait::async_trait;
 use futures::stream::SelectAll;
-use futures::{FutureExt, StreamExt};
 
 use super::{
     partitions_of, Ack, Acks, Consumer, Destination, Durability, Partitioner, Producer, Record,
-    Sink, Target, TargetError, TargetInfo, MAX_PER_POLL,
+    Sink, Target, TargetError, TargetInfo,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -321,22 +320,15 @@ impl Consumer for JetStreamConsumer {
             tokio::time::sleep(max_wait).await;
             return Ok(0);
         }
-        let first = match tokio::time::timeout(max_wait, self.messages.next()).await {
-            Err(_) => return Ok(0),
-            Ok(None) => return Err(TargetError::Server("the pull streams ended".into())),
-            Ok(Some(message)) => message,
-        };
-        let mut handed = 0;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            let message = message.map_err(|e| server_error("pull", e))?;
-            sink(&message.payload);
-            handed += 1;
-            if handed < MAX_PER_POLL {
-                next = self.messages.next().now_or_never().flatten();
-            }
-        }
-        Ok(handed)
+        super::poll_stream(
+            &mut self.messages,
+            max_wait,
+            sink,
+            |m| &m.payload,
+            "the pull streams ended",
+            |e| server_error("pull", e),
+        )
+        .await
     }
 }
 

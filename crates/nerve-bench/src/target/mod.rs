@@ -250,6 +250,39 @@ pub(crate) type Sink<'a> = &'a mut (dyn FnMut(&[u8]) + Send);
 /// then.
 pub(crate) const MAX_PER_POLL: usize = 10_000;
 
+/// A consumer's poll over a stream of deliveries (the streams of all its partitions or queues merged): waits
+/// up to `max_wait` for the first, then hands it and whatever else is ready (up to [`MAX_PER_POLL`]) to
+/// `sink`. `ended` says why a stream that ends is an error; `failed` turns a delivery error into one.
+pub(crate) async fn poll_stream<S, T, E>(
+    deliveries: &mut S,
+    max_wait: Duration,
+    sink: Sink<'_>,
+    payload: impl Fn(&T) -> &[u8],
+    ended: &str,
+    failed: impl Fn(E) -> TargetError,
+) -> Result<usize, TargetError>
+where
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+{
+    use futures::{FutureExt, StreamExt};
+    let first = match tokio::time::timeout(max_wait, deliveries.next()).await {
+        Err(_) => return Ok(0),
+        Ok(None) => return Err(TargetError::Server(ended.to_string())),
+        Ok(Some(delivery)) => delivery,
+    };
+    let mut handed = 0;
+    let mut next = Some(first);
+    while let Some(delivery) = next.take() {
+        let delivery = delivery.map_err(&failed)?;
+        sink(payload(&delivery));
+        handed += 1;
+        if handed < MAX_PER_POLL {
+            next = deliveries.next().now_or_never().flatten();
+        }
+    }
+    Ok(handed)
+}
+
 /// A consumer; see the module documentation.
 #[async_trait]
 pub(crate) trait Consumer: Send {

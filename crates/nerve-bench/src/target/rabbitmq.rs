@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::SelectAll;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     partitions_of, Ack, Acks, Consumer, Destination, Durability, Partitioner, Producer, Record,
-    Sink, Target, TargetError, TargetInfo, MAX_PER_POLL,
+    Sink, Target, TargetError, TargetInfo,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -345,22 +345,15 @@ impl Consumer for RabbitMqConsumer {
             tokio::time::sleep(max_wait).await;
             return Ok(0);
         }
-        let first = match tokio::time::timeout(max_wait, self.deliveries.next()).await {
-            Err(_) => return Ok(0),
-            Ok(None) => return Err(TargetError::Server("the consumers were cancelled".into())),
-            Ok(Some(delivery)) => delivery,
-        };
-        let mut handed = 0;
-        let mut next = Some(first);
-        while let Some(delivery) = next.take() {
-            let delivery = delivery.map_err(|e| server_error("delivery", e))?;
-            sink(&delivery.data);
-            handed += 1;
-            if handed < MAX_PER_POLL {
-                next = self.deliveries.next().now_or_never().flatten();
-            }
-        }
-        Ok(handed)
+        super::poll_stream(
+            &mut self.deliveries,
+            max_wait,
+            sink,
+            |d| &d.data,
+            "the consumers were cancelled",
+            |e| server_error("delivery", e),
+        )
+        .await
     }
 }
 
