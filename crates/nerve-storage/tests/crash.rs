@@ -125,7 +125,7 @@ fn expected(t0: i64, partition: i32, seq: u64) -> Expected {
             // Runs of one byte (compressible) mixed with random words (not).
             while value.len() < len {
                 let word = rng.next();
-                if word % 4 == 0 {
+                if word.is_multiple_of(4) {
                     value.extend(std::iter::repeat_n(
                         word as u8 >> 2,
                         16 + (word >> 58) as usize,

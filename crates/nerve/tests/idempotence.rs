@@ -46,7 +46,7 @@ impl Faults {
     /// Called for each Produce response: whether to cut the connection instead of delivering it.
     fn cut_now(&self) -> bool {
         let n = self.produce_responses.fetch_add(1, Ordering::AcqRel) + 1;
-        if n % self.every != 0 {
+        if !n.is_multiple_of(self.every) {
             return false;
         }
         self.cuts

@@ -55,7 +55,7 @@ impl OffsetIndex {
     /// Parses an index file; `None` when it is malformed (not a whole number of entries, not increasing, or
     /// pointing past `log_size`), so the caller rebuilds it.
     pub(crate) fn decode(bytes: &[u8], log_size: u64) -> Option<Self> {
-        if bytes.len() % 8 != 0 {
+        if !bytes.len().is_multiple_of(8) {
             return None;
         }
         let mut index = OffsetIndex::default();
@@ -124,7 +124,7 @@ impl TimeIndex {
 
     /// Parses a time index file; `None` when malformed or when an entry points at or past `next_relative`.
     pub(crate) fn decode(bytes: &[u8], next_relative: u32) -> Option<Self> {
-        if bytes.len() % 12 != 0 {
+        if !bytes.len().is_multiple_of(12) {
             return None;
         }
         let mut index = TimeIndex::default();
