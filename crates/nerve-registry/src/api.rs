@@ -381,9 +381,14 @@ async fn get_config(State(api): State<Api>) -> Answer {
 }
 
 async fn put_config(State(api): State<Api>, body: Body) -> Answer {
+    set_level(&api, None, body).await
+}
+
+/// `PUT /config` and `PUT /config/{subject}`.
+async fn set_level(api: &Api, subject: Option<&str>, body: Body) -> Answer {
     let request: ConfigRequest = body_json(body, api.max_body).await?;
     let level = level_of(&request)?;
-    api.registry.set_config(None, level).await?;
+    api.registry.set_config(subject, level).await?;
     ok(&json!({ "compatibility": level.name() }))
 }
 
@@ -407,10 +412,7 @@ async fn put_subject_config(
     Path(subject): Path<String>,
     body: Body,
 ) -> Answer {
-    let request: ConfigRequest = body_json(body, api.max_body).await?;
-    let level = level_of(&request)?;
-    api.registry.set_config(Some(&subject), level).await?;
-    ok(&json!({ "compatibility": level.name() }))
+    set_level(&api, Some(&subject), body).await
 }
 
 async fn delete_subject_config(State(api): State<Api>, Path(subject): Path<String>) -> Answer {
@@ -439,10 +441,15 @@ async fn get_mode(State(api): State<Api>) -> Answer {
 }
 
 async fn put_mode(State(api): State<Api>, params: Params, body: Body) -> Answer {
+    set_mode(&api, None, &params, body).await
+}
+
+/// `PUT /mode` and `PUT /mode/{subject}` (`?force=true` allows IMPORT where schemas exist).
+async fn set_mode(api: &Api, subject: Option<&str>, params: &Params, body: Body) -> Answer {
     let request: ModeRequest = body_json(body, api.max_body).await?;
     let mode = mode_of(&request)?;
     api.registry
-        .set_mode(None, mode, flag(&params, "force"))
+        .set_mode(subject, mode, flag(params, "force"))
         .await?;
     mode_answer(mode)
 }
@@ -464,12 +471,7 @@ async fn put_subject_mode(
     params: Params,
     body: Body,
 ) -> Answer {
-    let request: ModeRequest = body_json(body, api.max_body).await?;
-    let mode = mode_of(&request)?;
-    api.registry
-        .set_mode(Some(&subject), mode, flag(&params, "force"))
-        .await?;
-    mode_answer(mode)
+    set_mode(&api, Some(&subject), &params, body).await
 }
 
 async fn delete_subject_mode(State(api): State<Api>, Path(subject): Path<String>) -> Answer {
