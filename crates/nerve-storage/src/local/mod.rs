@@ -197,8 +197,17 @@ async fn background(inner: std::sync::Weak<Inner>) {
     let Some(config) = inner.upgrade().map(|i| i.config.clone()) else {
         return;
     };
-    let mut retention = tokio::time::interval(config.retention_check_interval);
-    let mut compaction = tokio::time::interval(config.compaction_check_interval);
+    // The first pass waits one period, as Kafka's log manager does: opening the store stays quick, and
+    // whoever opened it (a test, the broker's startup) is not raced by a cleanup it did not ask for.
+    let start = tokio::time::Instant::now();
+    let mut retention = tokio::time::interval_at(
+        start + config.retention_check_interval,
+        config.retention_check_interval,
+    );
+    let mut compaction = tokio::time::interval_at(
+        start + config.compaction_check_interval,
+        config.compaction_check_interval,
+    );
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     compaction.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
