@@ -173,7 +173,66 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-/// Cluster metadata: topics and their configs, producer ids; later groups and credentials.
+/// A user's salted SCRAM credential for one mechanism (RFC 5802): what the server keeps instead of the
+/// password. Stored as Kafka stores it, so nothing here can recover the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredScramCredential {
+    #[serde(with = "hex_bytes")]
+    pub salt: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub stored_key: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+impl std::fmt::Debug for StoredScramCredential {
+    // The keys are not the password, but they are as good as one against this server: never logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredScramCredential")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One Kafka ACL binding with the wire codes of its enums (resource type, pattern type, operation,
+/// permission), so that the store needs no knowledge of what they mean.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredAcl {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        s.serialize_str(&hex)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let hex = String::deserialize(d)?;
+        if hex.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd number of hex digits"));
+        }
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("not hex"))
+            })
+            .collect()
+    }
+}
+
+/// Cluster metadata: topics and their configs, producer ids, SCRAM credentials and ACLs.
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     async fn create_topic(&self, topic: TopicMeta) -> Result<()>;
@@ -190,6 +249,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// broker sharing this store) reports the same id. Kafka keeps it in `meta.properties` for the same reason:
     /// clients cache it and notice when a "cluster" suddenly becomes another.
     async fn cluster_id(&self, if_absent: &str) -> Result<String>;
+    /// The SCRAM credential of `user` for `mechanism` (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
+    fn scram_credential(&self, user: &str, mechanism: &str) -> Option<StoredScramCredential>;
+    /// Every user with credentials, and their mechanisms with the iterations (never the keys' uses).
+    fn scram_users(&self) -> BTreeMap<String, BTreeMap<String, StoredScramCredential>>;
+    /// Sets (`Some`) or removes (`None`) a user's credential for one mechanism; returns whether the user
+    /// had one for it before.
+    async fn set_scram_credential(
+        &self,
+        user: &str,
+        mechanism: &str,
+        credential: Option<StoredScramCredential>,
+    ) -> Result<bool>;
+    /// Every ACL binding.
+    fn acls(&self) -> Vec<StoredAcl>;
+    /// Replaces the ACL bindings with `acls` (their changes are rare and few; the whole set is written).
+    async fn set_acls(&self, acls: Vec<StoredAcl>) -> Result<()>;
 }
 
 /// Checks a topic name as Kafka does: 1 to 249 characters of ASCII letters, digits, `.`, `_` and `-`, and

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use nerve_storage::{LocalMetaStore, MetaStore, StorageError, TopicMeta};
+use nerve_storage::{
+    LocalMetaStore, MetaStore, StorageError, StoredAcl, StoredScramCredential, TopicMeta,
+};
 
 fn topic(name: &str, partitions: i32, configs: &[(&str, &str)]) -> TopicMeta {
     TopicMeta {
@@ -142,4 +144,63 @@ async fn the_cluster_id_is_stored_at_first_use_and_never_changes() {
 
     let meta = LocalMetaStore::open(dir.path()).unwrap();
     assert_eq!(meta.cluster_id("third").await.unwrap(), "first");
+}
+
+#[tokio::test]
+async fn scram_credentials_and_acls_survive_a_restart_and_deletes_say_what_they_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    let credential = StoredScramCredential {
+        salt: vec![0, 1, 0xfe, 0xff],
+        stored_key: vec![7; 32],
+        server_key: vec![9; 32],
+        iterations: 4096,
+    };
+    assert!(!meta
+        .set_scram_credential("alice", "SCRAM-SHA-512", Some(credential.clone()))
+        .await
+        .unwrap());
+    assert!(meta
+        .set_scram_credential("alice", "SCRAM-SHA-512", Some(credential.clone()))
+        .await
+        .unwrap());
+    meta.set_scram_credential("bob", "SCRAM-SHA-256", Some(credential.clone()))
+        .await
+        .unwrap();
+    let acl = StoredAcl {
+        resource_type: 2,
+        resource_name: "orders".into(),
+        pattern_type: 3,
+        principal: "User:alice".into(),
+        host: "*".into(),
+        operation: 3,
+        permission: 3,
+    };
+    meta.set_acls(vec![acl.clone()]).await.unwrap();
+    assert!(
+        !format!("{credential:?}").contains("7, 7"),
+        "Debug shows no key material"
+    );
+    drop(meta);
+
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    assert_eq!(
+        meta.scram_credential("alice", "SCRAM-SHA-512"),
+        Some(credential)
+    );
+    assert_eq!(meta.scram_credential("alice", "SCRAM-SHA-256"), None);
+    assert_eq!(meta.acls(), vec![acl]);
+    assert!(meta
+        .set_scram_credential("bob", "SCRAM-SHA-256", None)
+        .await
+        .unwrap());
+    assert!(!meta
+        .set_scram_credential("bob", "SCRAM-SHA-256", None)
+        .await
+        .unwrap());
+    assert_eq!(
+        meta.scram_users().keys().collect::<Vec<_>>(),
+        ["alice"],
+        "a user without mechanisms is gone"
+    );
 }

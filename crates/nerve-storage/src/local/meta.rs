@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::fsutil;
 use crate::error::{Result, StorageError};
-use crate::{validate_topic_name, MetaStore, TopicConfig, TopicMeta};
+use crate::{
+    validate_topic_name, MetaStore, StoredAcl, StoredScramCredential, TopicConfig, TopicMeta,
+};
 
 const FILE: &str = "cluster.json";
 
@@ -23,6 +25,11 @@ struct Document {
     /// Set at the first start; absent in documents written before it existed, which get one then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cluster_id: Option<String>,
+    /// SCRAM credentials by user, then mechanism.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    scram: BTreeMap<String, BTreeMap<String, StoredScramCredential>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    acls: Vec<StoredAcl>,
 }
 
 /// [`MetaStore`] on local files.
@@ -145,6 +152,53 @@ impl MetaStore for LocalMetaStore {
             let first = doc.next_producer_id;
             doc.next_producer_id += i64::from(count.max(1));
             Ok(first)
+        })
+    }
+
+    fn scram_credential(&self, user: &str, mechanism: &str) -> Option<StoredScramCredential> {
+        self.doc.lock().scram.get(user)?.get(mechanism).cloned()
+    }
+
+    fn scram_users(&self) -> BTreeMap<String, BTreeMap<String, StoredScramCredential>> {
+        self.doc.lock().scram.clone()
+    }
+
+    async fn set_scram_credential(
+        &self,
+        user: &str,
+        mechanism: &str,
+        credential: Option<StoredScramCredential>,
+    ) -> Result<bool> {
+        self.update(|doc| {
+            Ok(match credential {
+                Some(credential) => doc
+                    .scram
+                    .entry(user.to_string())
+                    .or_default()
+                    .insert(mechanism.to_string(), credential)
+                    .is_some(),
+                None => {
+                    let Some(mechanisms) = doc.scram.get_mut(user) else {
+                        return Ok(false);
+                    };
+                    let had = mechanisms.remove(mechanism).is_some();
+                    if mechanisms.is_empty() {
+                        doc.scram.remove(user);
+                    }
+                    had
+                }
+            })
+        })
+    }
+
+    fn acls(&self) -> Vec<StoredAcl> {
+        self.doc.lock().acls.clone()
+    }
+
+    async fn set_acls(&self, acls: Vec<StoredAcl>) -> Result<()> {
+        self.update(|doc| {
+            doc.acls = acls;
+            Ok(())
         })
     }
 }
