@@ -157,8 +157,11 @@ impl ScramCredential {
 
     /// Whether `password` is the one this credential was made from: how SASL/PLAIN and HTTP basic auth check
     /// a password against SCRAM credentials. Costs one `Hi`, so `iterations` HMACs.
+    ///
+    /// A credential no constructor here would make (empty salt, iterations outside Kafka's bounds, as a
+    /// corrupt store could hold) verifies nothing, rather than letting a huge count stall the caller.
     pub fn verify_password(&self, mechanism: ScramMechanism, password: &[u8]) -> bool {
-        if self.salt.is_empty() || self.iterations == 0 {
+        if self.salt.is_empty() || ScramMechanism::check_iterations(self.iterations).is_err() {
             return false;
         }
         let salted = crypto::hi(mechanism, password, &self.salt, self.iterations);

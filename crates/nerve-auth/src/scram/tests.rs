@@ -460,6 +460,21 @@ fn verify_password_accepts_only_the_password() {
 }
 
 #[test]
+fn verify_password_refuses_credentials_no_constructor_makes() {
+    let good = rfc_credential();
+    let huge = ScramCredential {
+        iterations: u32::MAX,
+        ..good.clone()
+    };
+    assert!(!huge.verify_password(ScramMechanism::Sha256, b"pencil"));
+    let unsalted = ScramCredential {
+        salt: vec![],
+        ..good
+    };
+    assert!(!unsalted.verify_password(ScramMechanism::Sha256, b"pencil"));
+}
+
+#[test]
 fn salted_password_gives_the_same_credential_as_the_password() {
     let salt = unb64("salt", RFC_SALT).unwrap();
     let salted = crypto::hi(ScramMechanism::Sha256, b"pencil", &salt, 4096);
