@@ -7,6 +7,7 @@ use nerve_storage::{FsyncPolicy, LogStore, MetaStore, StorageError, TopicMeta, T
 use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
+use crate::listener::Listener;
 use crate::group::{Coordinator, GroupSettings, OFFSETS_TOPIC};
 use crate::validation::{RecordValidator, Validation, Validations};
 
@@ -15,8 +16,10 @@ pub struct Broker {
     pub(crate) config: BrokerConfig,
     pub(crate) log: Arc<dyn LogStore>,
     pub(crate) meta: Arc<dyn MetaStore>,
-    /// `(host, port)` from `advertised_listener`, parsed once.
-    pub(crate) advertised: (String, u16),
+    /// The listeners, resolved once from the config.
+    pub(crate) listeners: Vec<Arc<Listener>>,
+    /// Open connections, for the connection limits.
+    pub(crate) connection_counts: Arc<crate::connection::ConnectionCounts>,
     /// The cluster id, as stored with the metadata (see [`BrokerConfig::cluster_id`]).
     pub(crate) cluster_id: String,
     /// The group coordinator: groups, members, committed offsets.
@@ -46,7 +49,11 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, crate::config::ConfigError> {
         config.validate()?;
-        let advertised = config.advertised_host_port()?;
+        let listeners = config
+            .resolved_listeners()?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
         let proposed = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
         let cluster_id = meta
             .cluster_id(&proposed)
@@ -78,7 +85,8 @@ impl Broker {
             log,
             meta,
             groups,
-            advertised,
+            listeners,
+            connection_counts: Default::default(),
             cluster_id,
             validations: Validations::default(),
             fsync_policies: parking_lot::RwLock::default(),
@@ -104,6 +112,15 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The listeners, as resolved from the config.
+    pub fn listeners(&self) -> &[Arc<Listener>] {
+        &self.listeners
+    }
+
+    pub(crate) fn authentication_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.authentication_timeout_ms)
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use nerve_storage::TopicConfig;
+
+use crate::listener::{self, Listener, ListenerError, SecurityProtocol};
 use serde::{Deserialize, Serialize};
 
 /// Settings of the Kafka-wire server. Field docs name the Kafka setting each one mirrors.
@@ -53,6 +55,35 @@ pub struct BrokerConfig {
     pub offsets_retention_minutes: u32,
     /// `offsets.retention.check.interval.ms`: how often expired offsets are looked for.
     pub offsets_retention_check_interval_ms: u64,
+    /// `listeners`: `NAME://HOST:PORT` entries, comma-separated, each listener speaking the security protocol
+    /// its name says (`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT`, `SASL_SSL`) or that
+    /// `listener_security_protocol_map` gives it. Empty: one PLAINTEXT listener on `listen`, advertised as
+    /// `advertised_listener`.
+    pub listeners: String,
+    /// `advertised.listeners`: `NAME://HOST:PORT` per listener name; a listener not named here advertises its
+    /// own address (127.0.0.1 for a wildcard one).
+    pub advertised_listeners: String,
+    /// `listener.security.protocol.map`: protocols of listeners with names of their own (`INTERNAL`).
+    pub listener_security_protocol_map: BTreeMap<String, SecurityProtocol>,
+    /// `sasl.enabled.mechanisms`: what SASL listeners offer. PLAIN is off by default: it sends the password
+    /// itself, which only TLS protects.
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// `connections.max.reauth.ms`: a SASL session lasts this long; the client must re-authenticate
+    /// (KIP-368) before it ends or its connection is closed. 0: sessions last as long as the connection.
+    pub connections_max_reauth_ms: u64,
+    /// `connection.failed.authentication.delay.ms`: how long a failed authentication's answer is held back,
+    /// which slows password guessing.
+    pub connection_failed_authentication_delay_ms: u64,
+    /// How long a new connection has to finish its TLS handshake and, on a SASL listener, its
+    /// authentication before it is closed (a client that connects and sends nothing holds no slot for
+    /// long).
+    pub authentication_timeout_ms: u64,
+    /// `connections.max.idle.ms`: a connection with no request for this long is closed.
+    pub connections_max_idle_ms: u64,
+    /// `max.connections`: connections open at once over all listeners; one more is closed at once.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`: connections open at once from one address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for BrokerConfig {
@@ -75,6 +106,16 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            listener_security_protocol_map: BTreeMap::new(),
+            sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+            connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
+            authentication_timeout_ms: 10_000,
+            connections_max_idle_ms: 600_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
         }
     }
 }
@@ -102,6 +143,10 @@ pub enum ConfigError {
     ClusterIdMismatch { configured: String, stored: String },
     #[error("cannot read or store the cluster id: {0}")]
     ClusterIdStore(nerve_storage::StorageError),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
+    #[error("SASL mechanism {0:?} is not one Nerve offers (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)")]
+    SaslMechanism(String),
 }
 
 impl BrokerConfig {
@@ -129,7 +174,32 @@ impl BrokerConfig {
             ));
         }
         TopicConfig::validate(&self.topic_defaults)?;
+        self.resolved_listeners()?;
+        for mechanism in &self.sasl_enabled_mechanisms {
+            if !crate::sasl::MECHANISMS.contains(&mechanism.as_str()) {
+                return Err(ConfigError::SaslMechanism(mechanism.clone()));
+            }
+        }
         Ok(())
+    }
+
+    /// The listeners to bind, from `listeners` or else `listen` and `advertised_listener`.
+    pub fn resolved_listeners(&self) -> Result<Vec<Listener>, ConfigError> {
+        if self.listeners.trim().is_empty() {
+            let (advertised_host, advertised_port) = self.advertised_host_port()?;
+            return Ok(vec![Listener {
+                name: SecurityProtocol::Plaintext.name().to_string(),
+                protocol: SecurityProtocol::Plaintext,
+                listen: self.listen,
+                advertised_host,
+                advertised_port,
+            }]);
+        }
+        Ok(listener::resolve(
+            &self.listeners,
+            &self.advertised_listeners,
+            &self.listener_security_protocol_map,
+        )?)
     }
 
     /// The advertised listener split into host and port.

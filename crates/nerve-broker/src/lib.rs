@@ -15,14 +15,18 @@ pub mod config;
 mod connection;
 mod error;
 mod group;
+pub mod listener;
 pub mod metrics;
 pub mod observe;
+pub mod sasl;
 mod server;
+mod session;
 pub mod validation;
 
 pub use api::SUPPORTED_APIS;
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigError};
+pub use listener::{Listener, SecurityProtocol};
 pub use error::RequestError;
 pub use server::{Server, ServerError};
 pub use validation::{RecordPart, RecordValidator};

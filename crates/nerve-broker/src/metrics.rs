@@ -96,6 +96,12 @@ pub struct BrokerMetrics {
     pub produce_durable: Family<FsyncLabels, Histogram, fn() -> Histogram>,
     pub connections: Gauge,
     pub connections_accepted: Counter,
+    /// Connections closed at once because `max_connections` or `max_connections_per_ip` was reached.
+    pub connections_refused: Counter,
+    /// SASL authentications that failed (wrong password, unknown user, malformed exchange).
+    pub authentication_failures: Counter,
+    /// Requests refused by the authorizer.
+    pub authorization_denials: Counter,
     /// Handles of the families' label sets, found by cheap keys: counting a request or a batch then costs a
     /// map lookup and atomic adds, never a label `String`.
     requests_by_key: RwLock<HashMap<(i16, i16), RequestHandles>>,
@@ -145,6 +151,9 @@ impl Default for BrokerMetrics {
             produce_durable: Family::new_with_constructor(latency_histogram),
             connections: Gauge::default(),
             connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
+            authentication_failures: Counter::default(),
+            authorization_denials: Counter::default(),
             requests_by_key: RwLock::default(),
             errors_by_key: RwLock::default(),
             topics_by_name: RwLock::default(),
@@ -357,6 +366,21 @@ impl BrokerMetrics {
             "connections_accepted",
             "Kafka client connections accepted",
             self.connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Kafka client connections closed at once: max_connections or max_connections_per_ip reached",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "authentication_failures",
+            "SASL authentications that failed",
+            self.authentication_failures.clone(),
+        );
+        registry.register(
+            "authorization_denials",
+            "Requests (or parts of them) the authorizer refused",
+            self.authorization_denials.clone(),
         );
     }
 }

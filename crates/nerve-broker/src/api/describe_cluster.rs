@@ -27,14 +27,18 @@ const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 const CLUSTER_OPERATIONS: i32 =
     1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14;
 
-pub(crate) fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: DescribeClusterRequest = decode(&request)?;
     let response = DescribeClusterResponse::default()
         .with_throttle_time_ms(0)
         .with_endpoint_type(body.endpoint_type)
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()));
     let response = if matches!(body.endpoint_type, ENDPOINT_BROKERS | ENDPOINT_CONTROLLERS) {
-        let (host, port) = &broker.advertised;
+        let (host, port) = (&session.listener.advertised_host, &session.listener.advertised_port);
         let node = BrokerId(broker.config.node_id);
         response
             .with_error_message(None)

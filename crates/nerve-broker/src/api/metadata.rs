@@ -21,7 +21,11 @@ use super::{count_error, decode, respond, topic_name};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
-pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: MetadataRequest = decode(&request)?;
     let version = request.api_version();
     // Before v4 the field does not exist and Kafka always auto-created.
@@ -55,7 +59,7 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             out
         }
     };
-    let (host, port) = &broker.advertised;
+    let (host, port) = (&session.listener.advertised_host, &session.listener.advertised_port);
     let response = MetadataResponse::default()
         .with_throttle_time_ms(0)
         .with_brokers(vec![MetadataResponseBroker::default()

@@ -11,6 +11,7 @@ use nerve_wire::frame::{encode_response, RequestFrame};
 
 use crate::broker::Broker;
 use crate::error::RequestError;
+use crate::session::Session;
 
 pub(crate) mod admin;
 pub(crate) mod api_versions;
@@ -61,6 +62,10 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // v0 would be followed by raw SASL tokens outside Kafka's framing; every current client uses v1 and
+    // SaslAuthenticate.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The versions of `api` Nerve implements, if any.
@@ -71,11 +76,12 @@ pub(crate) fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
-/// Answers one request from the client at `peer`. The response bytes are a whole frame.
+/// Answers one request of the client `session` describes. The response bytes are a whole frame. SASL
+/// requests never come here: the connection runs them itself (see `sasl.rs`).
 pub(crate) async fn handle(
     broker: &Broker,
     request: RequestFrame,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Option<Bytes>, RequestError> {
     let api = request.api_key;
     let version = request.api_version();
@@ -100,7 +106,9 @@ pub(crate) async fn handle(
     }
     match api {
         ApiKey::ApiVersions => api_versions::handle(broker, request).map(Some),
-        ApiKey::Metadata => metadata::handle(broker, request).await.map(Some),
+        ApiKey::Metadata => metadata::handle(broker, request, session)
+            .await
+            .map(Some),
         ApiKey::Produce => produce::handle(broker, request).await,
         ApiKey::Fetch => fetch::handle(broker, request).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(broker, request).await.map(Some),
@@ -114,10 +122,10 @@ pub(crate) async fn handle(
             configs::alter_incremental(broker, request).await.map(Some)
         }
         ApiKey::DeleteRecords => delete_records::handle(broker, request).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, request).map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, request, session).map(Some),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request).map(Some),
-        ApiKey::FindCoordinator => group::find_coordinator(broker, request).map(Some),
-        ApiKey::JoinGroup => group::join_group(broker, request, peer).await.map(Some),
+        ApiKey::FindCoordinator => group::find_coordinator(broker, request, session).map(Some),
+        ApiKey::JoinGroup => group::join_group(broker, request, session.peer).await.map(Some),
         ApiKey::SyncGroup => group::sync_group(broker, request).await.map(Some),
         ApiKey::Heartbeat => group::heartbeat(broker, request).map(Some),
         ApiKey::LeaveGroup => group::leave_group(broker, request).map(Some),

@@ -1,0 +1,347 @@
+//! SASL authentication of a connection: SaslHandshake v1 picks a mechanism, SaslAuthenticate carries its
+//! messages (KIP-152). PLAIN checks the password against the user's stored SCRAM credential, so Nerve keeps
+//! one set of credentials and no plain passwords; SCRAM-SHA-256 and SCRAM-SHA-512 run RFC 5802.
+//!
+//! Re-authentication (KIP-368): an authenticated client may run the exchange again on its connection; it
+//! must authenticate as the same principal with the same mechanism. With `connections_max_reauth_ms` set,
+//! each successful exchange tells the client how long its session lasts, and the connection closes when a
+//! request other than the SASL ones arrives after that.
+//!
+//! The exchange runs in the connection's own task, between requests (see `connection.rs`), so its state
+//! needs no locking and no other request can run half-authenticated.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use nerve_auth::scram::{ScramCredential, ScramMechanism, ScramServer};
+use nerve_auth::Principal;
+use nerve_wire::frame::RequestFrame;
+
+use crate::api::{decode, respond, supported_versions};
+use crate::broker::Broker;
+use crate::error::RequestError;
+use crate::session::Session;
+
+/// Every mechanism Nerve can offer; `sasl_enabled_mechanisms` chooses among them.
+pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mechanism {
+    Plain,
+    Scram(ScramMechanism),
+}
+
+impl Mechanism {
+    fn from_name(name: &str) -> Option<Self> {
+        if name == "PLAIN" {
+            return Some(Mechanism::Plain);
+        }
+        ScramMechanism::from_name(name).map(Mechanism::Scram)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Scram(m) => m.name(),
+        }
+    }
+}
+
+enum State {
+    /// Waiting for SaslHandshake (first authentication or a re-authentication).
+    Start,
+    /// SaslHandshake chose a mechanism; its first message comes next.
+    Handshaken(Mechanism),
+    /// SCRAM's client-first was answered; client-final comes next.
+    ScramFinal(Box<ScramServer>, ScramMechanism),
+}
+
+/// Who the connection authenticated as, and until when.
+struct Authenticated {
+    principal: Principal,
+    mechanism: Mechanism,
+    expires: Option<Instant>,
+}
+
+/// One connection's SASL state.
+pub(crate) struct Authenticator {
+    state: State,
+    authenticated: Option<Authenticated>,
+}
+
+/// What the connection does after an answer.
+pub(crate) enum Next {
+    /// Keep serving.
+    Continue,
+    /// The client failed to authenticate: answer after the failed-authentication delay, then close.
+    CloseAfter(Duration),
+    /// The client broke the exchange's rules: answer, then close.
+    Close,
+}
+
+impl Authenticator {
+    pub(crate) fn new() -> Self {
+        Authenticator {
+            state: State::Start,
+            authenticated: None,
+        }
+    }
+
+    /// The connection may send requests other than the SASL ones: it authenticated and its session has
+    /// not ended.
+    pub(crate) fn is_authenticated(&self, now: Instant) -> bool {
+        self.authenticated
+            .as_ref()
+            .is_some_and(|a| a.expires.is_none_or(|at| now < at))
+    }
+
+    /// Answers a SaslHandshake or SaslAuthenticate request.
+    pub(crate) fn handle(
+        &mut self,
+        broker: &Broker,
+        session: &Session,
+        request: &RequestFrame,
+    ) -> Result<(Bytes, Next), RequestError> {
+        let api = request.api_key;
+        let version = request.api_version();
+        let (min, max) = supported_versions(api).ok_or(RequestError::UnsupportedApi(api))?;
+        if version < min || version > max {
+            return Err(RequestError::UnsupportedVersion {
+                api,
+                version,
+                min,
+                max,
+            });
+        }
+        if !session.listener.protocol.uses_sasl() {
+            // As Kafka answers on a listener without SASL: there is nothing to authenticate.
+            let code = ResponseError::IllegalSaslState.code();
+            let response = match api {
+                ApiKey::SaslHandshake => {
+                    let _: SaslHandshakeRequest = decode(request)?;
+                    respond(request, &SaslHandshakeResponse::default().with_error_code(code))?
+                }
+                _ => {
+                    let _: SaslAuthenticateRequest = decode(request)?;
+                    respond(
+                        request,
+                        &SaslAuthenticateResponse::default().with_error_code(code),
+                    )?
+                }
+            };
+            return Ok((response, Next::Close));
+        }
+        match api {
+            ApiKey::SaslHandshake => self.handshake(broker, request),
+            ApiKey::SaslAuthenticate => self.authenticate(broker, session, request),
+            other => Err(RequestError::UnsupportedApi(other)),
+        }
+    }
+
+    fn handshake(
+        &mut self,
+        broker: &Broker,
+        request: &RequestFrame,
+    ) -> Result<(Bytes, Next), RequestError> {
+        let body: SaslHandshakeRequest = decode(request)?;
+        let enabled = &broker.config.sasl_enabled_mechanisms;
+        let mechanisms = enabled
+            .iter()
+            .map(|m| StrBytes::from_string(m.clone()))
+            .collect();
+        let answer = |error: Option<ResponseError>| {
+            respond(
+                request,
+                &SaslHandshakeResponse::default()
+                    .with_error_code(error.map_or(0, |e| e.code()))
+                    .with_mechanisms(mechanisms),
+            )
+        };
+        if !matches!(self.state, State::Start) {
+            return Ok((answer(Some(ResponseError::IllegalSaslState))?, Next::Close));
+        }
+        let requested = body.mechanism.as_str();
+        let Some(mechanism) = Mechanism::from_name(requested)
+            .filter(|m| enabled.iter().any(|e| e == m.name()))
+        else {
+            tracing::warn!(target: "nerve::audit", mechanism = requested, "authentication refused: mechanism not enabled");
+            return Ok((
+                answer(Some(ResponseError::UnsupportedSaslMechanism))?,
+                Next::Close,
+            ));
+        };
+        self.state = State::Handshaken(mechanism);
+        Ok((answer(None)?, Next::Continue))
+    }
+
+    fn authenticate(
+        &mut self,
+        broker: &Broker,
+        session: &Session,
+        request: &RequestFrame,
+    ) -> Result<(Bytes, Next), RequestError> {
+        let body: SaslAuthenticateRequest = decode(request)?;
+        let state = std::mem::replace(&mut self.state, State::Start);
+        let outcome = match state {
+            State::Start => {
+                let response = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::IllegalSaslState.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate before SaslHandshake",
+                    )));
+                return Ok((respond(request, &response)?, Next::Close));
+            }
+            State::Handshaken(Mechanism::Plain) => plain(broker, &body.auth_bytes),
+            State::Handshaken(Mechanism::Scram(mechanism)) => {
+                let mut server = Box::new(ScramServer::new(mechanism));
+                let lookup = |user: &str| {
+                    broker
+                        .meta
+                        .scram_credential(user, mechanism.name())
+                        .map(from_stored)
+                };
+                match server.handle_client_first(&body.auth_bytes, lookup) {
+                    Ok(server_first) => {
+                        self.state = State::ScramFinal(server, mechanism);
+                        let response = SaslAuthenticateResponse::default()
+                            .with_auth_bytes(Bytes::from(server_first));
+                        return Ok((respond(request, &response)?, Next::Continue));
+                    }
+                    Err(e) => Err(Failure {
+                        user: None,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            State::ScramFinal(mut server, mechanism) => {
+                let user = server.username().map(str::to_string);
+                match server.handle_client_final(&body.auth_bytes) {
+                    Ok(outcome) => Ok((
+                        Mechanism::Scram(mechanism),
+                        Principal::user(outcome.username),
+                        Bytes::from(outcome.server_final),
+                    )),
+                    Err(e) => Err(Failure {
+                        user,
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+        };
+        let (mechanism, principal, final_bytes) = match outcome {
+            Ok(done) => done,
+            Err(failure) => return self.fail(broker, session, request, failure),
+        };
+        if let Some(before) = &self.authenticated {
+            if before.principal != principal || before.mechanism != mechanism {
+                let failure = Failure {
+                    user: Some(principal.name.clone()),
+                    reason: format!(
+                        "re-authentication must keep principal {} and mechanism {}",
+                        before.principal,
+                        before.mechanism.name()
+                    ),
+                };
+                return self.fail(broker, session, request, failure);
+            }
+        }
+        let lifetime = broker.config.connections_max_reauth_ms;
+        let expires = (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime));
+        tracing::debug!(principal = %principal, mechanism = mechanism.name(), peer = %session.peer, "authenticated");
+        session.set_principal(principal.clone());
+        self.authenticated = Some(Authenticated {
+            principal,
+            mechanism,
+            expires,
+        });
+        let response = SaslAuthenticateResponse::default()
+            .with_auth_bytes(final_bytes)
+            .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX));
+        Ok((respond(request, &response)?, Next::Continue))
+    }
+
+    /// Answers SASL_AUTHENTICATION_FAILED (after the failed-authentication delay) and logs an audit line.
+    fn fail(
+        &mut self,
+        broker: &Broker,
+        session: &Session,
+        request: &RequestFrame,
+        failure: Failure,
+    ) -> Result<(Bytes, Next), RequestError> {
+        tracing::warn!(
+            target: "nerve::audit",
+            user = failure.user.as_deref().unwrap_or("-"),
+            peer = %session.peer,
+            listener = %session.listener.name,
+            reason = %failure.reason,
+            "authentication failed"
+        );
+        broker.metrics.authentication_failures.inc();
+        // Kafka's wording; the reason stays in the broker's log, not in what a guesser is told.
+        let response = SaslAuthenticateResponse::default()
+            .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+            .with_error_message(Some(StrBytes::from_static_str(
+                "Authentication failed: Invalid username or password",
+            )));
+        let delay = Duration::from_millis(broker.config.connection_failed_authentication_delay_ms);
+        Ok((respond(request, &response)?, Next::CloseAfter(delay)))
+    }
+}
+
+struct Failure {
+    user: Option<String>,
+    reason: String,
+}
+
+/// PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (the strongest
+/// mechanism stored first).
+fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Bytes), Failure> {
+    let credentials = nerve_auth::plain::parse_plain(message).map_err(|e| Failure {
+        user: None,
+        reason: e.to_string(),
+    })?;
+    let user = credentials.username.clone();
+    let verified = [ScramMechanism::Sha512, ScramMechanism::Sha256]
+        .into_iter()
+        .find_map(|m| {
+            broker
+                .meta
+                .scram_credential(&user, m.name())
+                .map(|c| from_stored(c).verify_password(m, credentials.password.as_bytes()))
+        });
+    match verified {
+        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Bytes::new())),
+        Some(false) => Err(Failure {
+            user: Some(user),
+            reason: "wrong password".into(),
+        }),
+        None => Err(Failure {
+            user: Some(user),
+            reason: "unknown user".into(),
+        }),
+    }
+}
+
+pub(crate) fn from_stored(stored: nerve_storage::StoredScramCredential) -> ScramCredential {
+    ScramCredential {
+        salt: stored.salt,
+        stored_key: stored.stored_key,
+        server_key: stored.server_key,
+        iterations: stored.iterations,
+    }
+}
+
+pub(crate) fn to_stored(credential: ScramCredential) -> nerve_storage::StoredScramCredential {
+    nerve_storage::StoredScramCredential {
+        salt: credential.salt,
+        stored_key: credential.stored_key,
+        server_key: credential.server_key,
+        iterations: credential.iterations,
+    }
+}
