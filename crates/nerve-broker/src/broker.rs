@@ -7,9 +7,11 @@ use nerve_storage::{FsyncPolicy, LogStore, MetaStore, StorageError, TopicMeta, T
 use tokio::sync::{watch, Mutex};
 
 use crate::config::BrokerConfig;
-use crate::listener::Listener;
 use crate::group::{Coordinator, GroupSettings, OFFSETS_TOPIC};
+use crate::listener::Listener;
+use crate::session::Session;
 use crate::validation::{RecordValidator, Validation, Validations};
+use nerve_auth::{AclBinding, Authorizer, Operation, PatternType, Permission, ResourceType};
 
 /// A single Kafka broker over a [`LogStore`] and a [`MetaStore`].
 pub struct Broker {
@@ -18,6 +20,10 @@ pub struct Broker {
     pub(crate) meta: Arc<dyn MetaStore>,
     /// The listeners, resolved once from the config.
     pub(crate) listeners: Vec<Arc<Listener>>,
+    /// Decides every request when `authorizer_enabled`; `None` allows everything.
+    pub(crate) authorizer: Option<Authorizer>,
+    /// Serializes ACL changes, which rewrite the stored set.
+    acl_changes: Mutex<()>,
     /// Open connections, for the connection limits.
     pub(crate) connection_counts: Arc<crate::connection::ConnectionCounts>,
     /// The cluster id, as stored with the metadata (see [`BrokerConfig::cluster_id`]).
@@ -54,6 +60,21 @@ impl Broker {
             .into_iter()
             .map(Arc::new)
             .collect();
+        let authorizer = if config.authorizer_enabled {
+            let authorizer = Authorizer::new(
+                config.super_user_principals()?,
+                config.allow_everyone_if_no_acl_found,
+            );
+            authorizer.set_acls(
+                meta.acls()
+                    .into_iter()
+                    .filter_map(acl_from_stored)
+                    .collect(),
+            );
+            Some(authorizer)
+        } else {
+            None
+        };
         let proposed = config.cluster_id.clone().unwrap_or_else(new_cluster_id);
         let cluster_id = meta
             .cluster_id(&proposed)
@@ -87,6 +108,8 @@ impl Broker {
             groups,
             listeners,
             connection_counts: Default::default(),
+            authorizer,
+            acl_changes: Mutex::new(()),
             cluster_id,
             validations: Validations::default(),
             fsync_policies: parking_lot::RwLock::default(),
@@ -117,6 +140,81 @@ impl Broker {
     /// The listeners, as resolved from the config.
     pub fn listeners(&self) -> &[Arc<Listener>] {
         &self.listeners
+    }
+
+    /// Whether the session's principal may do `operation` on the resource; a refusal is counted and
+    /// logged as an audit line.
+    pub(crate) fn authorize(
+        &self,
+        session: &Session,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        let allowed = self.is_allowed(session, operation, resource_type, name);
+        if !allowed {
+            self.metrics.authorization_denials.inc();
+            tracing::info!(
+                target: "nerve::audit",
+                principal = %session.principal(),
+                peer = %session.peer,
+                operation = %operation,
+                resource_type = %resource_type,
+                resource = name,
+                "authorization denied"
+            );
+        }
+        allowed
+    }
+
+    /// [`Broker::authorize`] without the audit line: for filtering what a listing shows, where a hidden
+    /// resource is the expected outcome, not a refused request.
+    pub(crate) fn is_allowed(
+        &self,
+        session: &Session,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        match &self.authorizer {
+            None => true,
+            Some(authorizer) => authorizer.authorize(
+                &session.principal(),
+                &session.peer.ip().to_string(),
+                operation,
+                resource_type,
+                name,
+            ),
+        }
+    }
+
+    /// [`Broker::authorize`] on the cluster resource.
+    pub(crate) fn authorize_cluster(&self, session: &Session, operation: Operation) -> bool {
+        self.authorize(
+            session,
+            operation,
+            ResourceType::Cluster,
+            nerve_auth::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// Changes the ACLs: `change` edits the current set, which is then stored and handed to the
+    /// authorizer. Nothing changes if storing fails.
+    pub(crate) async fn change_acls(
+        &self,
+        change: impl FnOnce(&mut Vec<AclBinding>),
+    ) -> Result<(), StorageError> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(());
+        };
+        let _serialized = self.acl_changes.lock().await;
+        let mut acls = authorizer.acls();
+        change(&mut acls);
+        self.meta
+            .set_acls(acls.iter().map(acl_to_stored).collect())
+            .await?;
+        authorizer.set_acls(acls);
+        Ok(())
     }
 
     pub(crate) fn authentication_timeout(&self) -> std::time::Duration {
@@ -442,5 +540,30 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
         assert_ne!(a, b);
+    }
+}
+
+fn acl_from_stored(stored: nerve_storage::StoredAcl) -> Option<AclBinding> {
+    let binding = AclBinding {
+        resource_type: ResourceType::from_code(stored.resource_type)?,
+        resource_name: stored.resource_name,
+        pattern_type: PatternType::from_code(stored.pattern_type)?,
+        principal: stored.principal,
+        host: stored.host,
+        operation: Operation::from_code(stored.operation)?,
+        permission: Permission::from_code(stored.permission)?,
+    };
+    Some(binding)
+}
+
+fn acl_to_stored(binding: &AclBinding) -> nerve_storage::StoredAcl {
+    nerve_storage::StoredAcl {
+        resource_type: binding.resource_type.code(),
+        resource_name: binding.resource_name.clone(),
+        pattern_type: binding.pattern_type.code(),
+        principal: binding.principal.clone(),
+        host: binding.host.clone(),
+        operation: binding.operation.code(),
+        permission: binding.permission.code(),
     }
 }

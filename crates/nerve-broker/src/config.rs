@@ -84,6 +84,15 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// `max.connections.per.ip`: connections open at once from one address.
     pub max_connections_per_ip: usize,
+    /// `authorizer.class.name` set: every request is checked against the ACLs (CreateAcls, DescribeAcls,
+    /// DeleteAcls manage them). Off, every client may do everything and the ACL APIs answer
+    /// SECURITY_DISABLED.
+    pub authorizer_enabled: bool,
+    /// `super.users`: principals (`User:admin`) allowed everything, whatever the ACLs say.
+    pub super_users: Vec<String>,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL names is open to everyone. Off by default: with
+    /// an authorizer, what is not allowed is denied.
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for BrokerConfig {
@@ -116,6 +125,9 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            authorizer_enabled: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
@@ -147,6 +159,8 @@ pub enum ConfigError {
     Listener(#[from] ListenerError),
     #[error("SASL mechanism {0:?} is not one Nerve offers (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN)")]
     SaslMechanism(String),
+    #[error("super user {0:?} is not a principal like User:admin")]
+    SuperUser(String),
 }
 
 impl BrokerConfig {
@@ -175,12 +189,21 @@ impl BrokerConfig {
         }
         TopicConfig::validate(&self.topic_defaults)?;
         self.resolved_listeners()?;
+        self.super_user_principals()?;
         for mechanism in &self.sasl_enabled_mechanisms {
             if !crate::sasl::MECHANISMS.contains(&mechanism.as_str()) {
                 return Err(ConfigError::SaslMechanism(mechanism.clone()));
             }
         }
         Ok(())
+    }
+
+    /// `super_users` parsed.
+    pub fn super_user_principals(&self) -> Result<Vec<nerve_auth::Principal>, ConfigError> {
+        self.super_users
+            .iter()
+            .map(|p| p.parse().map_err(|_| ConfigError::SuperUser(p.clone())))
+            .collect()
     }
 
     /// The listeners to bind, from `listeners` or else `listen` and `advertised_listener`.

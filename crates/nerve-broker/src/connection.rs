@@ -32,11 +32,11 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
+use nerve_auth::Principal;
+use nerve_tls::ServerTls;
 use nerve_wire::frame::{parse_request, FrameDecoder};
 use nerve_wire::FrameError;
 use prometheus_client::metrics::gauge::Gauge;
-use nerve_auth::Principal;
-use nerve_tls::ServerTls;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -183,25 +183,23 @@ pub(crate) async fn serve(
             let (reader, writer) = stream.into_split();
             run(&broker, reader, writer, Arc::new(session), deadline).await
         }
-        Some(tls) => {
-            match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
-                Err(_) => Err(ConnectionError::AuthenticationTimeout(timeout)),
-                Ok(Err(e)) => Err(ConnectionError::Tls(e)),
-                Ok(Ok(stream)) => {
-                    let principal = match nerve_tls::peer_principal(stream.get_ref().1) {
-                        Some(Ok(subject)) => Principal::user(subject),
-                        Some(Err(e)) => {
-                            tracing::warn!(%peer, error = %e, "client certificate subject unreadable; principal is ANONYMOUS");
-                            Principal::anonymous()
-                        }
-                        None => Principal::anonymous(),
-                    };
-                    let session = Session::new(peer, listener, principal);
-                    let (reader, writer) = tokio::io::split(stream);
-                    run(&broker, reader, writer, Arc::new(session), deadline).await
-                }
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.acceptor().accept(stream)).await {
+            Err(_) => Err(ConnectionError::AuthenticationTimeout(timeout)),
+            Ok(Err(e)) => Err(ConnectionError::Tls(e)),
+            Ok(Ok(stream)) => {
+                let principal = match nerve_tls::peer_principal(stream.get_ref().1) {
+                    Some(Ok(subject)) => Principal::user(subject),
+                    Some(Err(e)) => {
+                        tracing::warn!(%peer, error = %e, "client certificate subject unreadable; principal is ANONYMOUS");
+                        Principal::anonymous()
+                    }
+                    None => Principal::anonymous(),
+                };
+                let session = Session::new(peer, listener, principal);
+                let (reader, writer) = tokio::io::split(stream);
+                run(&broker, reader, writer, Arc::new(session), deadline).await
             }
-        }
+        },
     };
     match result {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
@@ -251,7 +249,9 @@ where
             };
             last_request = tokio::time::Instant::now();
             match peek_api(&frame) {
-                Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => pending_sasl = Some(frame),
+                Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
+                    pending_sasl = Some(frame)
+                }
                 Some(api)
                     if needs_sasl
                         && api != ApiKey::ApiVersions
@@ -397,6 +397,9 @@ fn changes_state(api: ApiKey) -> bool {
             | ApiKey::OffsetCommit
             | ApiKey::OffsetDelete
             | ApiKey::DeleteGroups
+            | ApiKey::CreateAcls
+            | ApiKey::DeleteAcls
+            | ApiKey::AlterUserScramCredentials
     )
 }
 

@@ -26,7 +26,7 @@ pub mod validation;
 pub use api::SUPPORTED_APIS;
 pub use broker::Broker;
 pub use config::{BrokerConfig, ConfigError};
-pub use listener::{Listener, SecurityProtocol};
 pub use error::RequestError;
+pub use listener::{Listener, SecurityProtocol};
 pub use server::{Server, ServerError};
 pub use validation::{RecordPart, RecordValidator};

@@ -77,7 +77,9 @@ pub enum ListenerError {
     Syntax(String),
     #[error("{0:?} is not a security protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)")]
     Protocol(String),
-    #[error("listener name {0:?} is neither a security protocol nor in listener_security_protocol_map")]
+    #[error(
+        "listener name {0:?} is neither a security protocol nor in listener_security_protocol_map"
+    )]
     UnmappedName(String),
     #[error("listener {0} appears twice")]
     Duplicate(String),
@@ -228,17 +230,41 @@ mod tests {
         .unwrap();
         let summary: Vec<_> = listeners
             .iter()
-            .map(|l| (l.name.as_str(), l.protocol, l.listen.to_string(), l.advertised()))
+            .map(|l| {
+                (
+                    l.name.as_str(),
+                    l.protocol,
+                    l.listen.to_string(),
+                    l.advertised(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             [
-                ("SASL_SSL", SecurityProtocol::SaslSsl, "0.0.0.0:9093".into(), "SASL_SSL://kafka.example:443".into()),
-                ("PLAINTEXT", SecurityProtocol::Plaintext, "127.0.0.1:9092".into(), "PLAINTEXT://127.0.0.1:9092".into()),
-                ("INTERNAL", SecurityProtocol::Ssl, "[::1]:9094".into(), "INTERNAL://[::1]:9094".into()),
+                (
+                    "SASL_SSL",
+                    SecurityProtocol::SaslSsl,
+                    "0.0.0.0:9093".into(),
+                    "SASL_SSL://kafka.example:443".into()
+                ),
+                (
+                    "PLAINTEXT",
+                    SecurityProtocol::Plaintext,
+                    "127.0.0.1:9092".into(),
+                    "PLAINTEXT://127.0.0.1:9092".into()
+                ),
+                (
+                    "INTERNAL",
+                    SecurityProtocol::Ssl,
+                    "[::1]:9094".into(),
+                    "INTERNAL://[::1]:9094".into()
+                ),
             ]
         );
-        assert!(listeners.iter().all(|l| l.protocol.uses_tls() || !l.protocol.uses_sasl() || l.protocol == SecurityProtocol::SaslPlaintext));
+        assert!(listeners.iter().all(|l| l.protocol.uses_tls()
+            || !l.protocol.uses_sasl()
+            || l.protocol == SecurityProtocol::SaslPlaintext));
     }
 
     #[test]
@@ -246,15 +272,42 @@ mod tests {
         let none = BTreeMap::new();
         for (listeners, advertised, expected) in [
             ("", "", ListenerError::Empty),
-            ("PLAINTEXT:9092", "", ListenerError::Syntax("PLAINTEXT:9092".into())),
-            ("PLAINTEXT://host:port", "", ListenerError::Syntax("PLAINTEXT://host:port".into())),
-            ("EXTERNAL://:9092", "", ListenerError::UnmappedName("EXTERNAL".into())),
-            ("SSL://:1,SSL://:2", "", ListenerError::Duplicate("SSL".into())),
-            ("SSL://:1", "PLAINTEXT://a:1", ListenerError::UnknownAdvertised("PLAINTEXT".into())),
+            (
+                "PLAINTEXT:9092",
+                "",
+                ListenerError::Syntax("PLAINTEXT:9092".into()),
+            ),
+            (
+                "PLAINTEXT://host:port",
+                "",
+                ListenerError::Syntax("PLAINTEXT://host:port".into()),
+            ),
+            (
+                "EXTERNAL://:9092",
+                "",
+                ListenerError::UnmappedName("EXTERNAL".into()),
+            ),
+            (
+                "SSL://:1,SSL://:2",
+                "",
+                ListenerError::Duplicate("SSL".into()),
+            ),
+            (
+                "SSL://:1",
+                "PLAINTEXT://a:1",
+                ListenerError::UnknownAdvertised("PLAINTEXT".into()),
+            ),
         ] {
-            assert_eq!(resolve(listeners, advertised, &none).unwrap_err(), expected, "{listeners}");
+            assert_eq!(
+                resolve(listeners, advertised, &none).unwrap_err(),
+                expected,
+                "{listeners}"
+            );
         }
         assert!("TLS".parse::<SecurityProtocol>().is_err());
-        assert_eq!("sasl_ssl".parse::<SecurityProtocol>().unwrap(), SecurityProtocol::SaslSsl);
+        assert_eq!(
+            "sasl_ssl".parse::<SecurityProtocol>().unwrap(),
+            SecurityProtocol::SaslSsl
+        );
     }
 }

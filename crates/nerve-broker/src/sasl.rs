@@ -125,7 +125,10 @@ impl Authenticator {
             let response = match api {
                 ApiKey::SaslHandshake => {
                     let _: SaslHandshakeRequest = decode(request)?;
-                    respond(request, &SaslHandshakeResponse::default().with_error_code(code))?
+                    respond(
+                        request,
+                        &SaslHandshakeResponse::default().with_error_code(code),
+                    )?
                 }
                 _ => {
                     let _: SaslAuthenticateRequest = decode(request)?;
@@ -167,8 +170,8 @@ impl Authenticator {
             return Ok((answer(Some(ResponseError::IllegalSaslState))?, Next::Close));
         }
         let requested = body.mechanism.as_str();
-        let Some(mechanism) = Mechanism::from_name(requested)
-            .filter(|m| enabled.iter().any(|e| e == m.name()))
+        let Some(mechanism) =
+            Mechanism::from_name(requested).filter(|m| enabled.iter().any(|e| e == m.name()))
         else {
             tracing::warn!(target: "nerve::audit", mechanism = requested, "authentication refused: mechanism not enabled");
             return Ok((

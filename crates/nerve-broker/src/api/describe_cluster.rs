@@ -38,7 +38,10 @@ pub(crate) fn handle(
         .with_endpoint_type(body.endpoint_type)
         .with_cluster_id(StrBytes::from_string(broker.cluster_id.clone()));
     let response = if matches!(body.endpoint_type, ENDPOINT_BROKERS | ENDPOINT_CONTROLLERS) {
-        let (host, port) = (&session.listener.advertised_host, &session.listener.advertised_port);
+        let (host, port) = (
+            &session.listener.advertised_host,
+            &session.listener.advertised_port,
+        );
         let node = BrokerId(broker.config.node_id);
         response
             .with_error_message(None)

@@ -50,7 +50,10 @@ pub(crate) fn find_coordinator(
 ) -> Result<Bytes, RequestError> {
     let body: FindCoordinatorRequest = decode(&request)?;
     let version = request.api_version();
-    let (host, port) = (&session.listener.advertised_host, &session.listener.advertised_port);
+    let (host, port) = (
+        &session.listener.advertised_host,
+        &session.listener.advertised_port,
+    );
     let node = broker.config.node_id;
     // The answer for one key: this node, or why not.
     let answer = |key: &str| -> Result<(), (ResponseError, &'static str)> {

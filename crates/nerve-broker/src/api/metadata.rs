@@ -59,7 +59,10 @@ pub(crate) async fn handle(
             out
         }
     };
-    let (host, port) = (&session.listener.advertised_host, &session.listener.advertised_port);
+    let (host, port) = (
+        &session.listener.advertised_host,
+        &session.listener.advertised_port,
+    );
     let response = MetadataResponse::default()
         .with_throttle_time_ms(0)
         .with_brokers(vec![MetadataResponseBroker::default()

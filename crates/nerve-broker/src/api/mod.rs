@@ -13,6 +13,7 @@ use crate::broker::Broker;
 use crate::error::RequestError;
 use crate::session::Session;
 
+pub(crate) mod acls;
 pub(crate) mod admin;
 pub(crate) mod api_versions;
 pub(crate) mod configs;
@@ -26,6 +27,7 @@ pub(crate) mod metadata;
 pub(crate) mod offsets;
 pub(crate) mod produce;
 pub(crate) mod producer_id;
+pub(crate) mod scram_credentials;
 
 /// The leader epoch of every partition: a single node leads every partition from its creation on and never
 /// hands leadership over, so the epoch never moves from 0 (the epoch stored in every batch).
@@ -66,6 +68,11 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     // SaslAuthenticate.
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The versions of `api` Nerve implements, if any.
@@ -106,9 +113,7 @@ pub(crate) async fn handle(
     }
     match api {
         ApiKey::ApiVersions => api_versions::handle(broker, request).map(Some),
-        ApiKey::Metadata => metadata::handle(broker, request, session)
-            .await
-            .map(Some),
+        ApiKey::Metadata => metadata::handle(broker, request, session).await.map(Some),
         ApiKey::Produce => produce::handle(broker, request).await,
         ApiKey::Fetch => fetch::handle(broker, request).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(broker, request).await.map(Some),
@@ -125,7 +130,9 @@ pub(crate) async fn handle(
         ApiKey::DescribeCluster => describe_cluster::handle(broker, request, session).map(Some),
         ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request).map(Some),
         ApiKey::FindCoordinator => group::find_coordinator(broker, request, session).map(Some),
-        ApiKey::JoinGroup => group::join_group(broker, request, session.peer).await.map(Some),
+        ApiKey::JoinGroup => group::join_group(broker, request, session.peer)
+            .await
+            .map(Some),
         ApiKey::SyncGroup => group::sync_group(broker, request).await.map(Some),
         ApiKey::Heartbeat => group::heartbeat(broker, request).map(Some),
         ApiKey::LeaveGroup => group::leave_group(broker, request).map(Some),
@@ -135,6 +142,15 @@ pub(crate) async fn handle(
         ApiKey::OffsetCommit => offsets::offset_commit(broker, request).await.map(Some),
         ApiKey::OffsetFetch => offsets::offset_fetch(broker, request).map(Some),
         ApiKey::OffsetDelete => offsets::offset_delete(broker, request).await.map(Some),
+        ApiKey::CreateAcls => acls::create(broker, request, session).await.map(Some),
+        ApiKey::DescribeAcls => acls::describe(broker, request, session).map(Some),
+        ApiKey::DeleteAcls => acls::delete(broker, request, session).await.map(Some),
+        ApiKey::DescribeUserScramCredentials => {
+            scram_credentials::describe(broker, request, session).map(Some)
+        }
+        ApiKey::AlterUserScramCredentials => scram_credentials::alter(broker, request, session)
+            .await
+            .map(Some),
         other => Err(RequestError::UnsupportedApi(other)),
     }
 }
