@@ -527,22 +527,6 @@ fn new_cluster_id() -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_cluster_ids_look_like_kafkas() {
-        let a = new_cluster_id();
-        let b = new_cluster_id();
-        assert_eq!(a.len(), 22);
-        assert!(a
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-        assert_ne!(a, b);
-    }
-}
-
 fn acl_from_stored(stored: nerve_storage::StoredAcl) -> Option<AclBinding> {
     let binding = AclBinding {
         resource_type: ResourceType::from_code(stored.resource_type)?,
@@ -565,5 +549,21 @@ fn acl_to_stored(binding: &AclBinding) -> nerve_storage::StoredAcl {
         host: binding.host.clone(),
         operation: binding.operation.code(),
         permission: binding.permission.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_cluster_ids_look_like_kafkas() {
+        let a = new_cluster_id();
+        let b = new_cluster_id();
+        assert_eq!(a.len(), 22);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(a, b);
     }
 }

@@ -30,6 +30,8 @@ use nerve_wire::frame::RequestFrame;
 use super::{count_error, decode, message, respond, topic_name};
 use crate::broker::{Broker, PartitionsError};
 use crate::error::{storage_error_code, RequestError};
+use crate::session::Session;
+use nerve_auth::{Operation, ResourceType};
 
 /// Kafka's `ConfigSource` values as CreateTopics v5+ reports them.
 const SOURCE_TOPIC: i8 = 1;
@@ -39,6 +41,7 @@ const SOURCE_DEFAULT: i8 = 5;
 pub(crate) async fn create_topics(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: CreateTopicsRequest = decode(&request)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -58,6 +61,9 @@ pub(crate) async fn create_topics(
                 ResponseError::InvalidRequest,
                 "the topic is named more than once in the request",
             )
+        } else if !may_create(broker, session, &name) {
+            let error = ResponseError::TopicAuthorizationFailed;
+            fail(result, error, error.to_string())
         } else if crate::group::is_internal_topic(&name) {
             // The broker creates its internal topics itself (at start); a client may not.
             let error = if broker.meta.topic(&name).is_some() {
@@ -212,6 +218,7 @@ fn effective_configs(
 pub(crate) async fn delete_topics(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: DeleteTopicsRequest = decode(&request)?;
     // v6 names topics by name or id; older versions by name only.
@@ -245,6 +252,14 @@ pub(crate) async fn delete_topics(
             },
         };
         let result = result.with_name(Some(topic_name(&name)));
+        if !broker.authorize(session, Operation::Delete, ResourceType::Topic, &name) {
+            results.push(
+                result
+                    .with_topic_id(id)
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
+            continue;
+        }
         if crate::group::is_internal_topic(&name) {
             // Kafka refuses to delete an internal topic: the coordinators' state lives in it.
             results.push(
@@ -284,6 +299,7 @@ pub(crate) async fn delete_topics(
 pub(crate) async fn create_partitions(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: CreatePartitionsRequest = decode(&request)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -301,6 +317,14 @@ pub(crate) async fn create_partitions(
                 ResponseError::InvalidRequest,
                 "the topic is named more than once in the request".to_string(),
             ))
+        } else if !broker.authorize(
+            session,
+            Operation::Alter,
+            ResourceType::Topic,
+            &topic.name.0,
+        ) {
+            let error = ResponseError::TopicAuthorizationFailed;
+            Err((error, error.to_string()))
         } else {
             grow(broker, topic, body.validate_only).await
         };
@@ -371,4 +395,14 @@ async fn grow(
             Err((code, e.to_string()))
         }
     }
+}
+
+/// Kafka: CREATE on the cluster, or on the topic itself (a prefixed ACL lets a team create its topics).
+pub(crate) fn may_create(broker: &Broker, session: &Session, topic: &str) -> bool {
+    broker.is_allowed(
+        session,
+        Operation::Create,
+        ResourceType::Cluster,
+        nerve_auth::acl::CLUSTER_NAME,
+    ) || broker.authorize(session, Operation::Create, ResourceType::Topic, topic)
 }

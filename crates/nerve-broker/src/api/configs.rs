@@ -33,6 +33,8 @@ use super::{count_error, decode, message, respond};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::error::{storage_error_code, RequestError};
+use crate::session::Session;
+use nerve_auth::{Operation, ResourceType};
 
 /// Kafka's `ConfigResource.Type` codes.
 const RESOURCE_TOPIC: i8 = 2;
@@ -98,7 +100,11 @@ fn text(s: impl Into<String>) -> StrBytes {
 // ---------------------------------------------------------------------------------------------------------
 // DescribeConfigs
 
-pub(crate) fn describe(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn describe(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
     let body: DescribeConfigsRequest = decode(&request)?;
     let options = DescribeOptions {
         synonyms: body.include_synonyms,
@@ -107,7 +113,7 @@ pub(crate) fn describe(broker: &Broker, request: RequestFrame) -> Result<Bytes, 
     let results = body
         .resources
         .into_iter()
-        .map(|resource| describe_one(broker, resource, options))
+        .map(|resource| describe_one(broker, session, resource, options))
         .collect();
     let response = DescribeConfigsResponse::default()
         .with_throttle_time_ms(0)
@@ -126,6 +132,7 @@ struct DescribeOptions {
 
 fn describe_one(
     broker: &Broker,
+    session: &Session,
     resource: DescribeConfigsResource,
     options: DescribeOptions,
 ) -> DescribeConfigsResult {
@@ -134,11 +141,18 @@ fn describe_one(
         .with_resource_name(resource.resource_name.clone())
         .with_error_message(None);
     let name = resource.resource_name.as_str();
-    let entries = match resource.resource_type {
+    let authorized = authorize(
+        broker,
+        session,
+        resource.resource_type,
+        name,
+        Operation::DescribeConfigs,
+    );
+    let entries = authorized.and_then(|()| match resource.resource_type {
         RESOURCE_TOPIC => topic_entries(broker, name, options),
         RESOURCE_BROKER => broker_entries(broker, name, options),
         other => Err(unsupported_resource(other)),
-    };
+    });
     match entries {
         Ok(entries) => {
             // `configuration_keys` null or empty means all (some clients send an empty list for "all", and
@@ -414,7 +428,11 @@ fn is_duplicate(seen: &HashMap<(i8, String), usize>, kind: i8, name: &str) -> bo
 
 const DUPLICATE_RESOURCE: &str = "the resource is named more than once in the request";
 
-pub(crate) async fn alter(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn alter(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
     let body: AlterConfigsRequest = decode(&request)?;
     let seen = duplicates(
         body.resources
@@ -429,6 +447,14 @@ pub(crate) async fn alter(broker: &Broker, request: RequestFrame) -> Result<Byte
                 ResponseError::InvalidRequest,
                 DUPLICATE_RESOURCE.to_string(),
             ))
+        } else if let Err(refused) = authorize(
+            broker,
+            session,
+            resource.resource_type,
+            &name,
+            Operation::AlterConfigs,
+        ) {
+            Err(refused)
         } else {
             match resource.resource_type {
                 RESOURCE_TOPIC => {
@@ -467,6 +493,7 @@ pub(crate) async fn alter(broker: &Broker, request: RequestFrame) -> Result<Byte
 pub(crate) async fn alter_incremental(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: IncrementalAlterConfigsRequest = decode(&request)?;
     let seen = duplicates(
@@ -482,6 +509,14 @@ pub(crate) async fn alter_incremental(
                 ResponseError::InvalidRequest,
                 DUPLICATE_RESOURCE.to_string(),
             ))
+        } else if let Err(refused) = authorize(
+            broker,
+            session,
+            resource.resource_type,
+            &name,
+            Operation::AlterConfigs,
+        ) {
+            Err(refused)
         } else {
             match resource.resource_type {
                 RESOURCE_TOPIC => {
@@ -674,6 +709,33 @@ fn list_items(list: &str) -> Vec<String> {
         .filter(|i| !i.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// Kafka checks configs on a topic against the topic's ACLs and a broker's against the cluster's.
+fn authorize(
+    broker: &Broker,
+    session: &Session,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Result<(), (ResponseError, String)> {
+    let (allowed, error) = match resource_type {
+        RESOURCE_TOPIC => (
+            broker.authorize(session, operation, ResourceType::Topic, name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        RESOURCE_BROKER => (
+            broker.authorize_cluster(session, operation),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        // Refused later for its type.
+        _ => (true, ResponseError::UnknownServerError),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err((error, error.to_string()))
+    }
 }
 
 #[cfg(test)]

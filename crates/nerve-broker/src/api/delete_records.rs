@@ -23,11 +23,21 @@ use crate::error::{storage_error_code, RequestError};
 /// The target offset that means "the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: DeleteRecordsRequest = decode(&request)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
         let name = topic.name.0.to_string();
+        let authorized = broker.authorize(
+            session,
+            nerve_auth::Operation::Delete,
+            nerve_auth::ResourceType::Topic,
+            &name,
+        );
         // The policy is the topic's, so it is looked up once; an unknown topic fails every partition below.
         let deletable = broker
             .meta
@@ -39,6 +49,7 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(partition.partition_index);
             let outcome = match &deletable {
+                _ if !authorized => Err(ResponseError::TopicAuthorizationFailed),
                 None => Err(ResponseError::UnknownTopicOrPartition),
                 Some(Ok(config)) if !config.cleanup_policy.delete => {
                     Err(ResponseError::PolicyViolation)

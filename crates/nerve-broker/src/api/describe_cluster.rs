@@ -33,6 +33,15 @@ pub(crate) fn handle(
     session: &crate::session::Session,
 ) -> Result<Bytes, RequestError> {
     let body: DescribeClusterRequest = decode(&request)?;
+    if !broker.authorize_cluster(session, nerve_auth::Operation::Describe) {
+        let error = ResponseError::ClusterAuthorizationFailed;
+        count_error(broker, &request, error.code());
+        let response = DescribeClusterResponse::default()
+            .with_error_code(error.code())
+            .with_error_message(Some(StrBytes::from_string(error.to_string())))
+            .with_endpoint_type(body.endpoint_type);
+        return respond(&request, &response);
+    }
     let response = DescribeClusterResponse::default()
         .with_throttle_time_ms(0)
         .with_endpoint_type(body.endpoint_type)

@@ -43,7 +43,11 @@ struct WantedTopic {
     partitions: Vec<Wanted>,
 }
 
-pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: FetchRequest = decode(&request)?;
     if body.session_id != 0 {
         // We never hand out sessions, so any session id is one we do not know.
@@ -56,7 +60,7 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             .with_session_id(0);
         return respond(&request, &response);
     }
-    let topics = resolve(broker, body.topics, request.api_version());
+    let topics = resolve(broker, session, body.topics, request.api_version());
     let max_bytes = usize::try_from(body.max_bytes).unwrap_or(0);
     let min_bytes = usize::try_from(body.min_bytes).unwrap_or(0);
     let deadline =
@@ -134,6 +138,7 @@ fn count_records(mut data: &[u8]) -> u64 {
 
 fn resolve(
     broker: &Broker,
+    session: &crate::session::Session,
     topics: Vec<kafka_protocol::messages::fetch_request::FetchTopic>,
     version: i16,
 ) -> Vec<WantedTopic> {
@@ -148,6 +153,19 @@ fn resolve(
             } else {
                 Ok(topic.topic.0.to_string())
             };
+            let name = name.and_then(|name| {
+                let allowed = broker.authorize(
+                    session,
+                    nerve_auth::Operation::Read,
+                    nerve_auth::ResourceType::Topic,
+                    &name,
+                );
+                if allowed {
+                    Ok(name)
+                } else {
+                    Err(ResponseError::TopicAuthorizationFailed)
+                }
+            });
             let partitions = topic
                 .partitions
                 .into_iter()

@@ -30,6 +30,9 @@ use crate::broker::Broker;
 use crate::error::RequestError;
 use crate::group::coordinator::{JoinRequest, JoinResult, SyncRequest, SyncResult};
 use crate::group::GroupState;
+use crate::session::Session;
+use nerve_auth::acl::CLUSTER_NAME;
+use nerve_auth::{Operation, ResourceType};
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -46,7 +49,7 @@ fn code(error: Option<ResponseError>) -> i16 {
 pub(crate) fn find_coordinator(
     broker: &Broker,
     request: RequestFrame,
-    session: &crate::session::Session,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: FindCoordinatorRequest = decode(&request)?;
     let version = request.api_version();
@@ -60,6 +63,14 @@ pub(crate) fn find_coordinator(
         match body.key_type {
             KEY_TYPE_GROUP if key.is_empty() => {
                 Err((ResponseError::InvalidRequest, "the group id is empty"))
+            }
+            KEY_TYPE_GROUP
+                if !broker.authorize(session, Operation::Describe, ResourceType::Group, key) =>
+            {
+                Err((
+                    ResponseError::GroupAuthorizationFailed,
+                    "not authorized to describe the group",
+                ))
             }
             KEY_TYPE_GROUP => Ok(()),
             KEY_TYPE_TRANSACTION => Err((
@@ -119,8 +130,9 @@ pub(crate) fn find_coordinator(
 pub(crate) async fn join_group(
     broker: &Broker,
     request: RequestFrame,
-    peer: std::net::SocketAddr,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
+    let peer = session.peer;
     let body: JoinGroupRequest = decode(&request)?;
     let version = request.api_version();
     let session_timeout =
@@ -149,9 +161,18 @@ pub(crate) async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = join.member_id.clone();
-    let result = tokio::select! {
-        result = broker.groups.join(join) => result,
-        () = broker.shutting_down() => JoinResult::error(ResponseError::NotCoordinator, &member_id),
+    let result = if !broker.authorize(
+        session,
+        Operation::Read,
+        ResourceType::Group,
+        &join.group_id,
+    ) {
+        JoinResult::error(ResponseError::GroupAuthorizationFailed, &member_id)
+    } else {
+        tokio::select! {
+            result = broker.groups.join(join) => result,
+            () = broker.shutting_down() => JoinResult::error(ResponseError::NotCoordinator, &member_id),
+        }
     };
     let members = result
         .members
@@ -187,6 +208,7 @@ pub(crate) async fn join_group(
 pub(crate) async fn sync_group(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: SyncGroupRequest = decode(&request)?;
     let version = request.api_version();
@@ -203,9 +225,18 @@ pub(crate) async fn sync_group(
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let result = tokio::select! {
-        result = broker.groups.sync(sync) => result,
-        () = broker.shutting_down() => SyncResult::error(ResponseError::NotCoordinator),
+    let result = if !broker.authorize(
+        session,
+        Operation::Read,
+        ResourceType::Group,
+        &sync.group_id,
+    ) {
+        SyncResult::error(ResponseError::GroupAuthorizationFailed)
+    } else {
+        tokio::select! {
+            result = broker.groups.sync(sync) => result,
+            () = broker.shutting_down() => SyncResult::error(ResponseError::NotCoordinator),
+        }
     };
     let response = SyncGroupResponse::default()
         .with_throttle_time_ms(0)
@@ -222,14 +253,23 @@ pub(crate) async fn sync_group(
     respond(&request, &response)
 }
 
-pub(crate) fn heartbeat(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn heartbeat(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
     let body: HeartbeatRequest = decode(&request)?;
-    let error = broker.groups.heartbeat(
-        body.group_id.0.as_str(),
-        body.generation_id,
-        body.member_id.as_str(),
-        body.group_instance_id.as_ref().map(|i| i.as_str()),
-    );
+    let group = body.group_id.0.as_str();
+    let error = if !broker.authorize(session, Operation::Read, ResourceType::Group, group) {
+        Some(ResponseError::GroupAuthorizationFailed)
+    } else {
+        broker.groups.heartbeat(
+            group,
+            body.generation_id,
+            body.member_id.as_str(),
+            body.group_instance_id.as_ref().map(|i| i.as_str()),
+        )
+    };
     let response = HeartbeatResponse::default()
         .with_throttle_time_ms(0)
         .with_error_code(code(error));
@@ -237,9 +277,25 @@ pub(crate) fn heartbeat(broker: &Broker, request: RequestFrame) -> Result<Bytes,
     respond(&request, &response)
 }
 
-pub(crate) fn leave_group(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn leave_group(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
     let body: LeaveGroupRequest = decode(&request)?;
     let version = request.api_version();
+    if !broker.authorize(
+        session,
+        Operation::Read,
+        ResourceType::Group,
+        body.group_id.0.as_str(),
+    ) {
+        let response = LeaveGroupResponse::default()
+            .with_throttle_time_ms(0)
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+        count_error(broker, &request, response.error_code);
+        return respond(&request, &response);
+    }
     // v3+ (KIP-345): a batch of members, each with an optional instance id; before, one member id.
     let leaving: Vec<(String, Option<String>)> = if version >= 3 {
         body.members
@@ -279,7 +335,18 @@ pub(crate) fn leave_group(broker: &Broker, request: RequestFrame) -> Result<Byte
     respond(&request, &response)
 }
 
-pub(crate) fn list_groups(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn list_groups(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
+    // DESCRIBE on the cluster lists every group; otherwise a client sees the groups it may describe.
+    let all = broker.is_allowed(
+        session,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let body: ListGroupsRequest = decode(&request)?;
     let version = request.api_version();
     let states: Vec<String> = body
@@ -301,6 +368,9 @@ pub(crate) fn list_groups(broker: &Broker, request: RequestFrame) -> Result<Byte
         })
         // Every group here is a classic group (KIP-848's "consumer" groups do not exist yet).
         .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+        .filter(|(id, _, _)| {
+            all || broker.is_allowed(session, Operation::Describe, ResourceType::Group, id)
+        })
         .map(|(id, protocol_type, state)| {
             let listed = ListedGroup::default()
                 .with_group_id(GroupId(text(id)))
@@ -327,6 +397,7 @@ pub(crate) fn list_groups(broker: &Broker, request: RequestFrame) -> Result<Byte
 pub(crate) fn describe_groups(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: DescribeGroupsRequest = decode(&request)?;
     let version = request.api_version();
@@ -335,6 +406,14 @@ pub(crate) fn describe_groups(
         .into_iter()
         .map(|group_id| {
             let described = DescribedGroup::default().with_group_id(group_id.clone());
+            if !broker.authorize(
+                session,
+                Operation::Describe,
+                ResourceType::Group,
+                &group_id.0,
+            ) {
+                return described.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
             let Some(group) = broker.groups.describe(group_id.0.as_str()) else {
                 // Kafka before v6 describes an unknown group as Dead; v6 says it is not found.
                 return if version >= 6 {
@@ -372,8 +451,12 @@ pub(crate) fn describe_groups(
                 .with_protocol_data(text(group.protocol))
                 .with_members(members);
             if version >= 3 && body.include_authorized_operations {
-                // No authorizer yet: every group operation (READ 3, DELETE 6, DESCRIBE 8) is allowed.
-                described.with_authorized_operations((1 << 3) | (1 << 6) | (1 << 8))
+                // The group operations (READ 3, DELETE 6, DESCRIBE 8) this client may perform.
+                let operations = [Operation::Read, Operation::Delete, Operation::Describe]
+                    .into_iter()
+                    .filter(|op| broker.is_allowed(session, *op, ResourceType::Group, &group_id.0))
+                    .fold(0, |bits, op| bits | (1 << op.code()));
+                described.with_authorized_operations(operations)
             } else {
                 described
             }
@@ -391,11 +474,17 @@ pub(crate) fn describe_groups(
 pub(crate) async fn delete_groups(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: DeleteGroupsRequest = decode(&request)?;
     let mut results = Vec::with_capacity(body.groups_names.len());
     for group_id in body.groups_names {
-        let error = delete_group(broker, group_id.0.as_str()).await.err();
+        let error =
+            if broker.authorize(session, Operation::Delete, ResourceType::Group, &group_id.0) {
+                delete_group(broker, group_id.0.as_str()).await.err()
+            } else {
+                Some(ResponseError::GroupAuthorizationFailed)
+            };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)

@@ -28,19 +28,34 @@ use crate::error::{storage_error_code, RequestError};
 const UNDEFINED: i32 = -1;
 const UNDEFINED_OFFSET: i64 = -1;
 
-pub(crate) fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: OffsetForLeaderEpochRequest = decode(&request)?;
     let topics = body
         .topics
         .into_iter()
         .map(|topic| {
+            let authorized = broker.authorize(
+                session,
+                nerve_auth::Operation::Describe,
+                nerve_auth::ResourceType::Topic,
+                &topic.topic.0,
+            );
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
                     let tp = TopicPartition::new(&topic.topic.0, p.partition);
                     let answer = EpochEndOffset::default().with_partition(p.partition);
-                    match end_of_epoch(broker, &tp, p.leader_epoch) {
+                    let found = if authorized {
+                        end_of_epoch(broker, &tp, p.leader_epoch)
+                    } else {
+                        Err(ResponseError::TopicAuthorizationFailed)
+                    };
+                    match found {
                         Ok((epoch, end_offset)) => {
                             answer.with_leader_epoch(epoch).with_end_offset(end_offset)
                         }

@@ -24,17 +24,32 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
-pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: ListOffsetsRequest = decode(&request)?;
     let version = request.api_version();
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in body.topics {
+        let authorized = broker.authorize(
+            session,
+            nerve_auth::Operation::Describe,
+            nerve_auth::ResourceType::Topic,
+            &topic.name.0,
+        );
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let tp = TopicPartition::new(&topic.name.0, partition.partition_index);
             let response = ListOffsetsPartitionResponse::default()
                 .with_partition_index(partition.partition_index);
-            let response = match lookup(broker, &tp, partition.timestamp).await {
+            let found = if authorized {
+                lookup(broker, &tp, partition.timestamp).await
+            } else {
+                Err(ResponseError::TopicAuthorizationFailed)
+            };
+            let response = match found {
                 Ok((offset, timestamp)) => response
                     .with_offset(offset)
                     .with_timestamp(timestamp)

@@ -14,6 +14,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
+use nerve_auth::{Operation, ResourceType};
 use nerve_storage::{StorageError, TopicMeta};
 use nerve_wire::frame::RequestFrame;
 
@@ -36,11 +37,19 @@ pub(crate) async fn handle(
         Some(topics) if topics.is_empty() && version == 0 => None,
         Some(topics) => Some(topics),
     };
+    let describable =
+        |name: &str| broker.authorize(session, Operation::Describe, ResourceType::Topic, name);
     let topics = match requested {
         None => {
             let mut all = broker.meta.topics();
             all.sort_by(|a, b| a.name.cmp(&b.name));
-            all.iter().map(|t| describe(broker, t)).collect()
+            // A client sees only the topics it may describe, as if the others did not exist.
+            all.iter()
+                .filter(|t| {
+                    broker.is_allowed(session, Operation::Describe, ResourceType::Topic, &t.name)
+                })
+                .map(|t| describe(broker, t))
+                .collect()
         }
         Some(requested) => {
             let mut out = Vec::with_capacity(requested.len());
@@ -48,10 +57,24 @@ pub(crate) async fn handle(
                 // From v10 a topic may be named by id (its name then null); a non-nil id decides.
                 let entry = match topic.name {
                     _ if !topic.topic_id.is_nil() => match broker.topic_by_id(topic.topic_id) {
-                        Some(meta) => describe(broker, &meta),
+                        Some(meta) if describable(&meta.name) => describe(broker, &meta),
+                        Some(_) => error_topic(
+                            None,
+                            topic.topic_id,
+                            ResponseError::TopicAuthorizationFailed,
+                        ),
                         None => error_topic(None, topic.topic_id, ResponseError::UnknownTopicId),
                     },
-                    Some(name) => by_name(broker, name.0.as_str(), allow_auto_create).await,
+                    Some(name) if !describable(name.0.as_str()) => error_topic(
+                        Some(name.0.as_str()),
+                        uuid::Uuid::nil(),
+                        ResponseError::TopicAuthorizationFailed,
+                    ),
+                    Some(name) => {
+                        let may_create = allow_auto_create
+                            && super::admin::may_create(broker, session, name.0.as_str());
+                        by_name(broker, name.0.as_str(), may_create).await
+                    }
                     None => error_topic(None, topic.topic_id, ResponseError::InvalidRequest),
                 };
                 out.push(entry);

@@ -114,34 +114,50 @@ pub(crate) async fn handle(
     match api {
         ApiKey::ApiVersions => api_versions::handle(broker, request).map(Some),
         ApiKey::Metadata => metadata::handle(broker, request, session).await.map(Some),
-        ApiKey::Produce => produce::handle(broker, request).await,
-        ApiKey::Fetch => fetch::handle(broker, request).await.map(Some),
-        ApiKey::ListOffsets => list_offsets::handle(broker, request).await.map(Some),
-        ApiKey::CreateTopics => admin::create_topics(broker, request).await.map(Some),
-        ApiKey::DeleteTopics => admin::delete_topics(broker, request).await.map(Some),
-        ApiKey::InitProducerId => producer_id::handle(broker, request).await.map(Some),
-        ApiKey::CreatePartitions => admin::create_partitions(broker, request).await.map(Some),
-        ApiKey::DescribeConfigs => configs::describe(broker, request).map(Some),
-        ApiKey::AlterConfigs => configs::alter(broker, request).await.map(Some),
-        ApiKey::IncrementalAlterConfigs => {
-            configs::alter_incremental(broker, request).await.map(Some)
-        }
-        ApiKey::DeleteRecords => delete_records::handle(broker, request).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(broker, request, session).map(Some),
-        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request).map(Some),
-        ApiKey::FindCoordinator => group::find_coordinator(broker, request, session).map(Some),
-        ApiKey::JoinGroup => group::join_group(broker, request, session.peer)
+        ApiKey::Produce => produce::handle(broker, request, session).await,
+        ApiKey::Fetch => fetch::handle(broker, request, session).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(broker, request, session)
             .await
             .map(Some),
-        ApiKey::SyncGroup => group::sync_group(broker, request).await.map(Some),
-        ApiKey::Heartbeat => group::heartbeat(broker, request).map(Some),
-        ApiKey::LeaveGroup => group::leave_group(broker, request).map(Some),
-        ApiKey::ListGroups => group::list_groups(broker, request).map(Some),
-        ApiKey::DescribeGroups => group::describe_groups(broker, request).map(Some),
-        ApiKey::DeleteGroups => group::delete_groups(broker, request).await.map(Some),
-        ApiKey::OffsetCommit => offsets::offset_commit(broker, request).await.map(Some),
-        ApiKey::OffsetFetch => offsets::offset_fetch(broker, request).map(Some),
-        ApiKey::OffsetDelete => offsets::offset_delete(broker, request).await.map(Some),
+        ApiKey::CreateTopics => admin::create_topics(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::DeleteTopics => admin::delete_topics(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::InitProducerId => producer_id::handle(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::CreatePartitions => admin::create_partitions(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::DescribeConfigs => configs::describe(broker, request, session).map(Some),
+        ApiKey::AlterConfigs => configs::alter(broker, request, session).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => configs::alter_incremental(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(broker, request, session).map(Some),
+        ApiKey::OffsetForLeaderEpoch => leader_epoch::handle(broker, request, session).map(Some),
+        ApiKey::FindCoordinator => group::find_coordinator(broker, request, session).map(Some),
+        ApiKey::JoinGroup => group::join_group(broker, request, session).await.map(Some),
+        ApiKey::SyncGroup => group::sync_group(broker, request, session).await.map(Some),
+        ApiKey::Heartbeat => group::heartbeat(broker, request, session).map(Some),
+        ApiKey::LeaveGroup => group::leave_group(broker, request, session).map(Some),
+        ApiKey::ListGroups => group::list_groups(broker, request, session).map(Some),
+        ApiKey::DescribeGroups => group::describe_groups(broker, request, session).map(Some),
+        ApiKey::DeleteGroups => group::delete_groups(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::OffsetCommit => offsets::offset_commit(broker, request, session)
+            .await
+            .map(Some),
+        ApiKey::OffsetFetch => offsets::offset_fetch(broker, request, session).map(Some),
+        ApiKey::OffsetDelete => offsets::offset_delete(broker, request, session)
+            .await
+            .map(Some),
         ApiKey::CreateAcls => acls::create(broker, request, session).await.map(Some),
         ApiKey::DescribeAcls => acls::describe(broker, request, session).map(Some),
         ApiKey::DeleteAcls => acls::delete(broker, request, session).await.map(Some),

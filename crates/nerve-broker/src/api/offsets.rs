@@ -37,9 +37,11 @@ use crate::broker::Broker;
 use crate::error::RequestError;
 use crate::group::offsets::{Committed, OffsetToCommit};
 use crate::group::GroupState;
+use crate::session::Session;
+use nerve_auth::{Operation, ResourceType};
 
-/// One partition's answer in OffsetFetch: partition, offset, leader epoch, metadata.
-type FetchedRow = (i32, i64, i32, String);
+/// A partition's row: index, committed offset, leader epoch, metadata, error code.
+type FetchedRow = (i32, i64, i32, String, i16);
 
 /// A topic's partitions with, for each, an error found before asking the group, or its place among the
 /// offsets to commit.
@@ -56,14 +58,23 @@ fn partition_exists(broker: &Broker, tp: &TopicPartition) -> bool {
 pub(crate) async fn offset_commit(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: OffsetCommitRequest = decode(&request)?;
+    let group_allowed = broker.authorize(
+        session,
+        Operation::Read,
+        ResourceType::Group,
+        body.group_id.0.as_str(),
+    );
     let max_metadata = broker.groups.settings.offset_metadata_max_bytes;
     // Per partition: an error found before the group is asked, or the offset to commit.
     let mut checked: Vec<CheckedTopic> = Vec::new();
     let mut to_commit = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
+        let topic_allowed =
+            group_allowed && broker.authorize(session, Operation::Read, ResourceType::Topic, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let tp = TopicPartition::new(&name, p.partition_index);
@@ -72,7 +83,11 @@ pub(crate) async fn offset_commit(
                 .as_ref()
                 .map(|m| m.to_string())
                 .unwrap_or_default();
-            let outcome = if !partition_exists(broker, &tp) {
+            let outcome = if !group_allowed {
+                Err(ResponseError::GroupAuthorizationFailed)
+            } else if !topic_allowed {
+                Err(ResponseError::TopicAuthorizationFailed)
+            } else if !partition_exists(broker, &tp) {
                 Err(ResponseError::UnknownTopicOrPartition)
             } else if metadata.len() > max_metadata {
                 Err(ResponseError::OffsetMetadataTooLarge)
@@ -89,17 +104,21 @@ pub(crate) async fn offset_commit(
         }
         checked.push((name, partitions));
     }
-    let group_error = broker
-        .groups
-        .commit(
-            body.group_id.0.as_str(),
-            body.generation_id_or_member_epoch,
-            body.member_id.as_str(),
-            body.group_instance_id.as_ref().map(|i| i.as_str()),
-            to_commit,
-        )
-        .await
-        .err();
+    let group_error = if !group_allowed {
+        None
+    } else {
+        broker
+            .groups
+            .commit(
+                body.group_id.0.as_str(),
+                body.generation_id_or_member_epoch,
+                body.member_id.as_str(),
+                body.group_instance_id.as_ref().map(|i| i.as_str()),
+                to_commit,
+            )
+            .await
+            .err()
+    };
     let topics = checked
         .into_iter()
         .map(|(name, partitions)| {
@@ -138,23 +157,39 @@ fn fetched(committed: Option<&Committed>) -> (i64, i32, String) {
     }
 }
 
-/// The offsets of one group: for the requested topics and partitions, or (`None`) every committed one.
+/// The offsets of one group: for the requested topics and partitions, or (`None`) every committed one of
+/// the topics the client may describe. A requested topic it may not describe answers
+/// TOPIC_AUTHORIZATION_FAILED for each partition.
 fn group_offsets(
     broker: &Broker,
+    session: &Session,
     group_id: &str,
     requested: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<(String, Vec<FetchedRow>)> {
     let committed = broker.groups.committed(group_id);
+    let visible =
+        |topic: &str| broker.is_allowed(session, Operation::Describe, ResourceType::Topic, topic);
     match requested {
         Some(topics) => topics
             .into_iter()
             .map(|(topic, partitions)| {
+                let allowed =
+                    broker.authorize(session, Operation::Describe, ResourceType::Topic, &topic);
                 let rows = partitions
                     .into_iter()
                     .map(|p| {
+                        if !allowed {
+                            return (
+                                p,
+                                -1,
+                                -1,
+                                String::new(),
+                                ResponseError::TopicAuthorizationFailed.code(),
+                            );
+                        }
                         let (offset, epoch, metadata) =
                             fetched(committed.get(&TopicPartition::new(&topic, p)));
-                        (p, offset, epoch, metadata)
+                        (p, offset, epoch, metadata, 0)
                     })
                     .collect();
                 (topic, rows)
@@ -162,12 +197,13 @@ fn group_offsets(
             .collect(),
         None => {
             let mut by_topic: BTreeMap<String, Vec<FetchedRow>> = BTreeMap::new();
-            for (tp, c) in &committed {
+            for (tp, c) in committed.iter().filter(|(tp, _)| visible(&tp.topic)) {
                 by_topic.entry(tp.topic.to_string()).or_default().push((
                     tp.partition,
                     c.offset,
                     c.leader_epoch,
                     c.metadata.clone(),
+                    0,
                 ));
             }
             by_topic
@@ -181,7 +217,13 @@ fn group_offsets(
     }
 }
 
-pub(crate) fn offset_fetch(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) fn offset_fetch(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &Session,
+) -> Result<Bytes, RequestError> {
+    let group_allowed =
+        |group: &str| broker.authorize(session, Operation::Describe, ResourceType::Group, group);
     let body: OffsetFetchRequest = decode(&request)?;
     let version = request.api_version();
     let text = |s: String| StrBytes::from_string(s);
@@ -191,21 +233,27 @@ pub(crate) fn offset_fetch(broker: &Broker, request: RequestFrame) -> Result<Byt
             .groups
             .into_iter()
             .map(|group| {
+                if !group_allowed(group.group_id.0.as_str()) {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(group.group_id)
+                        .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+                }
                 let requested = group.topics.map(|topics| {
                     topics
                         .into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
-                let topics = group_offsets(broker, group.group_id.0.as_str(), requested)
+                let topics = group_offsets(broker, session, group.group_id.0.as_str(), requested)
                     .into_iter()
                     .map(|(topic, rows)| {
                         OffsetFetchResponseTopics::default()
                             .with_name(topic_name(&topic))
                             .with_partitions(
                                 rows.into_iter()
-                                    .map(|(p, offset, epoch, metadata)| {
+                                    .map(|(p, offset, epoch, metadata, error)| {
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(error)
                                             .with_partition_index(p)
                                             .with_committed_offset(offset)
                                             .with_committed_leader_epoch(epoch)
@@ -221,6 +269,8 @@ pub(crate) fn offset_fetch(broker: &Broker, request: RequestFrame) -> Result<Byt
             })
             .collect();
         response.with_groups(groups)
+    } else if !group_allowed(body.group_id.0.as_str()) {
+        response.with_error_code(ResponseError::GroupAuthorizationFailed.code())
     } else {
         let requested = if version < 2 {
             Some(body.topics.unwrap_or_default())
@@ -233,15 +283,16 @@ pub(crate) fn offset_fetch(broker: &Broker, request: RequestFrame) -> Result<Byt
                 .map(|t| (t.name.0.to_string(), t.partition_indexes))
                 .collect()
         });
-        let topics = group_offsets(broker, body.group_id.0.as_str(), requested)
+        let topics = group_offsets(broker, session, body.group_id.0.as_str(), requested)
             .into_iter()
             .map(|(topic, rows)| {
                 OffsetFetchResponseTopic::default()
                     .with_name(topic_name(&topic))
                     .with_partitions(
                         rows.into_iter()
-                            .map(|(p, offset, epoch, metadata)| {
+                            .map(|(p, offset, epoch, metadata, error)| {
                                 let partition = OffsetFetchResponsePartition::default()
+                                    .with_error_code(error)
                                     .with_partition_index(p)
                                     .with_committed_offset(offset)
                                     .with_metadata(Some(text(metadata)));
@@ -311,10 +362,16 @@ fn subscribed_topics(
 pub(crate) async fn offset_delete(
     broker: &Broker,
     request: RequestFrame,
+    session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: OffsetDeleteRequest = decode(&request)?;
     let group_id = body.group_id.0.to_string();
     let response = OffsetDeleteResponse::default().with_throttle_time_ms(0);
+    if !broker.authorize(session, Operation::Delete, ResourceType::Group, &group_id) {
+        let error = ResponseError::GroupAuthorizationFailed.code();
+        count_error(broker, &request, error);
+        return respond(&request, &response.with_error_code(error));
+    }
     let subscribed = match subscribed_topics(broker, &group_id) {
         Ok(s) => s,
         Err(e) => {
@@ -333,12 +390,15 @@ pub(crate) async fn offset_delete(
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let name = topic.name.0.to_string();
+        let topic_allowed = broker.authorize(session, Operation::Read, ResourceType::Topic, &name);
         let partitions = topic
             .partitions
             .iter()
             .map(|p| {
                 let tp = TopicPartition::new(&name, p.partition_index);
-                let error = if subscribed.contains(&name) {
+                let error = if !topic_allowed {
+                    Some(ResponseError::TopicAuthorizationFailed)
+                } else if subscribed.contains(&name) {
                     Some(ResponseError::GroupSubscribedToTopic)
                 } else if !partition_exists(broker, &tp) {
                     Some(ResponseError::UnknownTopicOrPartition)

@@ -37,6 +37,7 @@ const FIRST_VERSION_WITH_TOPIC_IDS: i16 = 13;
 pub(crate) async fn handle(
     broker: &Broker,
     request: RequestFrame,
+    session: &crate::session::Session,
 ) -> Result<Option<Bytes>, RequestError> {
     let body: ProduceRequest = decode(&request)?;
     let by_id = request.api_version() >= FIRST_VERSION_WITH_TOPIC_IDS;
@@ -49,6 +50,15 @@ pub(crate) async fn handle(
         } else {
             Some(topic.name.0.to_string())
         };
+        // Kafka checks WRITE on the topic by name, so a denied client learns nothing of whether it exists.
+        let authorized = name.as_ref().is_none_or(|name| {
+            broker.authorize(
+                session,
+                nerve_auth::Operation::Write,
+                nerve_auth::ResourceType::Topic,
+                name,
+            )
+        });
         let appends = topic.partition_data.into_iter().map(|partition| {
             let name = name.clone();
             async move {
@@ -60,6 +70,10 @@ pub(crate) async fn handle(
                 let Some(name) = name else {
                     return response.with_error_code(ResponseError::UnknownTopicId.code());
                 };
+                if !authorized {
+                    return response
+                        .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 if !(-1..=1).contains(&acks) {
                     return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
                 }

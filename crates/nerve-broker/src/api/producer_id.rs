@@ -14,7 +14,11 @@ use super::{count_error, decode, respond};
 use crate::broker::Broker;
 use crate::error::{storage_error_code, RequestError};
 
-pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Bytes, RequestError> {
+pub(crate) async fn handle(
+    broker: &Broker,
+    request: RequestFrame,
+    session: &crate::session::Session,
+) -> Result<Bytes, RequestError> {
     let body: InitProducerIdRequest = decode(&request)?;
     let response = InitProducerIdResponse::default()
         .with_throttle_time_ms(0)
@@ -34,6 +38,8 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
             ResponseError::TransactionalIdAuthorizationFailed
         };
         response.with_error_code(code.code())
+    } else if !may_write_idempotently(broker, session) {
+        response.with_error_code(ResponseError::ClusterAuthorizationFailed.code())
     } else {
         match broker.meta.allocate_producer_ids(1).await {
             Ok(id) => response
@@ -47,4 +53,20 @@ pub(crate) async fn handle(broker: &Broker, request: RequestFrame) -> Result<Byt
     };
     count_error(broker, &request, response.error_code);
     respond(&request, &response)
+}
+
+/// Kafka (KIP-679): an idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE on some topic.
+fn may_write_idempotently(broker: &Broker, session: &crate::session::Session) -> bool {
+    use nerve_auth::{Operation, ResourceType};
+    broker.is_allowed(
+        session,
+        Operation::IdempotentWrite,
+        ResourceType::Cluster,
+        nerve_auth::acl::CLUSTER_NAME,
+    ) || broker
+        .meta
+        .topics()
+        .iter()
+        .any(|t| broker.is_allowed(session, Operation::Write, ResourceType::Topic, &t.name))
+        || broker.authorize_cluster(session, Operation::IdempotentWrite)
 }
