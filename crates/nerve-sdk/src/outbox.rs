@@ -267,6 +267,7 @@ impl OutboxRelay {
             .await?
             .get(0);
         if !locked {
+            tx.rollback().await?;
             return Ok(None);
         }
         let rows = tx
@@ -280,6 +281,7 @@ impl OutboxRelay {
             )
             .await?;
         if rows.is_empty() {
+            tx.rollback().await?;
             return Ok(None);
         }
         let rows = rows
@@ -315,7 +317,8 @@ impl OutboxRelay {
 
     /// Relays batches until `shutdown` completes; looks again every poll interval when the outbox is
     /// empty. Errors are logged and retried after a backoff, except that a closed connection ends the
-    /// run with its error (the caller reconnects).
+    /// run with its error (the caller reconnects). A batch that `shutdown` interrupts is rolled back, and
+    /// goes out again (perhaps a second time) with the next relay.
     pub async fn run(
         &self,
         client: &mut Client,

@@ -360,3 +360,73 @@ async fn an_idempotent_handler_skips_the_events_its_redb_store_recorded_even_aft
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pg_dedup_row_commits_or_rolls_back_with_its_transaction_and_is_purged_by_age() {
+    let schema = Schema::create().await;
+    let dedup = PgDedup::new("billing")
+        .with_table(&schema.table("nerve_dedup"))
+        .expect("a valid table name");
+    let mut client = pg::connect().await;
+    dedup.ensure_schema(&client).await.expect("dedup table");
+    dedup.ensure_schema(&client).await.expect("twice is fine");
+    let id = Uuid::now_v7();
+
+    let tx = client.transaction().await.expect("begin");
+    assert!(dedup.first_time(&tx, id).await.expect("inserted"));
+    tx.rollback().await.expect("rollback");
+    assert!(
+        !dedup.contains(&client, id).await.expect("read"),
+        "rolled back with the handler's writes"
+    );
+    let tx = client.transaction().await.expect("begin");
+    assert!(dedup.first_time(&tx, id).await.expect("inserted"));
+    tx.commit().await.expect("commit");
+    assert!(dedup.contains(&client, id).await.expect("read"));
+    let tx = client.transaction().await.expect("begin");
+    assert!(!dedup.first_time(&tx, id).await.expect("checked"), "once");
+    drop(tx);
+    let other = PgDedup::new("shipping")
+        .with_table(&schema.table("nerve_dedup"))
+        .expect("a valid table name");
+    assert!(
+        !other.contains(&client, id).await.expect("read"),
+        "per consumer"
+    );
+
+    // Two deliveries of one event at once: the second waits for the first and then sees its row.
+    let concurrent = Uuid::now_v7();
+    let tx = client.transaction().await.expect("begin");
+    assert!(dedup.first_time(&tx, concurrent).await.expect("inserted"));
+    let second = {
+        let dedup = dedup.clone();
+        tokio::spawn(async move {
+            let mut client = pg::connect().await;
+            let tx = client.transaction().await.expect("begin");
+            let first = dedup.first_time(&tx, concurrent).await.expect("checked");
+            tx.commit().await.expect("commit");
+            first
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "the second delivery waits");
+    tx.commit().await.expect("commit");
+    assert!(
+        !second.await.expect("joined"),
+        "the second delivery is a duplicate"
+    );
+
+    assert_eq!(
+        dedup
+            .purge(&client, Duration::from_secs(3600))
+            .await
+            .expect("purged"),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        dedup.purge(&client, Duration::ZERO).await.expect("purged"),
+        2
+    );
+    assert!(!dedup.contains(&client, id).await.expect("read"));
+}

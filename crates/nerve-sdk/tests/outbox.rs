@@ -246,6 +246,70 @@ async fn only_committed_rows_are_published_once_each_in_order_per_key() {
     assert_eq!(envelope.correlation_id, committed[0].to_string());
     assert_eq!(envelope.event_id.get_version_num(), 7);
     assert_eq!(decode(first), shipped("o1", 0));
+
+    assert_eq!(
+        setup
+            .relay
+            .purge_sent(&client, Duration::from_secs(3600))
+            .await
+            .expect("purged"),
+        0,
+        "sent rows are kept for the retention"
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        setup
+            .relay
+            .purge_sent(&client, Duration::ZERO)
+            .await
+            .expect("purged"),
+        6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_relay_works_at_a_time_so_batches_never_overtake_each_other() {
+    let setup = setup(2).await;
+    let mut client = pg::connect().await;
+    let mut committed = Vec::new();
+    for seq in 0..4 {
+        committed.extend(setup.ship(&mut client, &[shipped("o1", seq)], true).await);
+    }
+    let mut first_client = pg::connect().await;
+    let first = setup
+        .relay
+        .claim(&mut first_client)
+        .await
+        .expect("claimed")
+        .expect("rows");
+    assert_eq!(first.event_ids(), committed[..2]);
+    let mut second_client = pg::connect().await;
+    assert!(
+        setup
+            .relay
+            .claim(&mut second_client)
+            .await
+            .expect("asked")
+            .is_none(),
+        "a second relay does not take the later rows while the first holds the earlier ones"
+    );
+    assert_eq!(
+        first
+            .publish()
+            .await
+            .expect("published")
+            .mark_sent()
+            .await
+            .expect("marked"),
+        2
+    );
+    let second = setup
+        .relay
+        .claim(&mut second_client)
+        .await
+        .expect("claimed")
+        .expect("rows");
+    assert_eq!(second.event_ids(), committed[2..]);
 }
 
 fn to_owned_headers(record: &Record) -> rdkafka::message::OwnedHeaders {
