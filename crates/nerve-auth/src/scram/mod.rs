@@ -72,6 +72,21 @@ impl ScramMechanism {
         }
     }
 
+    /// RFC 5802's `SaltedPassword := Hi(password, salt, iterations)`: what an AlterUserScramCredentials
+    /// upsertion carries (with the salt), so that the password itself never crosses the wire.
+    pub fn salted_password(
+        self,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Result<Vec<u8>, ScramError> {
+        Self::check_iterations(iterations)?;
+        if salt.is_empty() {
+            return Err(ScramError::InvalidCredential("empty salt".into()));
+        }
+        Ok(crypto::hi(self, password, salt, iterations))
+    }
+
     fn check_iterations(iterations: u32) -> Result<(), ScramError> {
         if (Self::MIN_ITERATIONS..=Self::MAX_ITERATIONS).contains(&iterations) {
             Ok(())
@@ -123,9 +138,14 @@ impl ScramCredential {
         password: &[u8],
         iterations: u32,
     ) -> Result<Self, ScramError> {
+        Self::from_password(mechanism, password, &Self::random_salt(), iterations)
+    }
+
+    /// [`SALT_LEN`](Self::SALT_LEN) random bytes, a fresh salt for a new credential.
+    pub fn random_salt() -> Vec<u8> {
         let mut salt = vec![0u8; Self::SALT_LEN];
         rand::rng().fill_bytes(&mut salt);
-        Self::from_password(mechanism, password, &salt, iterations)
+        salt
     }
 
     /// From `Hi(password, salt, iterations)`, which is what AlterUserScramCredentials upserts carry so that
