@@ -338,7 +338,7 @@ fn table(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-// The tests below need the broker's DescribeUserScramCredentials / AlterUserScramCredentials and
+// The tests below go through the broker's DescribeUserScramCredentials / AlterUserScramCredentials and
 // CreateAcls / DescribeAcls / DeleteAcls handlers.
 
 #[test]
@@ -695,5 +695,19 @@ fn help_documents_the_security_commands_and_client_settings() {
         for flag in expected {
             assert!(help.contains(flag), "{args:?}: {flag} missing from\n{help}");
         }
+    }
+    for args in [
+        &["user", "--help"][..],
+        &["user", "create", "--help"],
+        &["user", "list", "--help"],
+        &["user", "delete", "--help"],
+        &["acl", "--help"],
+        &["acl", "add", "--help"],
+        &["acl", "list", "--help"],
+        &["acl", "remove", "--help"],
+    ] {
+        let help = run_nerve(args, &[], b"").succeeded().stdout_text();
+        assert!(help.contains("Examples:"), "{args:?}");
+        assert!(help.contains("NERVE_BOOTSTRAP"), "{args:?}");
     }
 }

@@ -71,10 +71,10 @@ impl ResourceArgs {
 #[derive(Args, Debug, Clone, Default)]
 #[group(id = "permission", multiple = false)]
 struct PermissionArgs {
-    /// ALLOW bindings.
+    /// ALLOW: grant the operations (list and remove: ALLOW bindings only).
     #[arg(long)]
     allow: bool,
-    /// DENY bindings (a DENY wins over any ALLOW).
+    /// DENY: refuse the operations, whatever any ALLOW says (list and remove: DENY bindings only).
     #[arg(long)]
     deny: bool,
 }
@@ -106,7 +106,8 @@ struct BindingArgs {
     operation: Vec<Operation>,
     #[command(flatten)]
     resource: ResourceArgs,
-    /// The name is a prefix: the binding covers every resource whose name starts with it.
+    /// The name is a prefix: the binding covers every resource whose name starts with it (PREFIXED rather
+    /// than LITERAL; list and remove: PREFIXED bindings only).
     #[arg(long)]
     prefixed: bool,
 }
