@@ -78,22 +78,34 @@ impl Envelope {
 
     /// The envelope as Kafka headers.
     pub fn to_headers(&self) -> OwnedHeaders {
-        let id = self.event_id.to_string();
-        let version = self.event_version.to_string();
-        let occurred = millis_since_epoch(self.occurred_at).to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(7)
-            .insert(header(EVENT_ID, &id))
-            .insert(header(EVENT_TYPE, &self.event_type))
-            .insert(header(EVENT_VERSION, &version))
-            .insert(header(OCCURRED_AT, &occurred))
-            .insert(header(CORRELATION_ID, &self.correlation_id));
-        if let Some(causation) = &self.causation_id {
-            headers = headers.insert(header(CAUSATION_ID, causation));
-        }
-        if let Some(traceparent) = &self.traceparent {
-            headers = headers.insert(header(TRACEPARENT, traceparent));
+        let pairs = self.header_pairs();
+        let mut headers = OwnedHeaders::new_with_capacity(pairs.len());
+        for (key, value) in &pairs {
+            headers = headers.insert(header(key, value));
         }
         headers
+    }
+
+    /// The envelope as (header, value) pairs, in the order [`Envelope::to_headers`] writes them: for
+    /// stores that keep a record's headers until it is published (the outbox).
+    pub fn header_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
+            (EVENT_ID, self.event_id.to_string()),
+            (EVENT_TYPE, self.event_type.clone()),
+            (EVENT_VERSION, self.event_version.to_string()),
+            (
+                OCCURRED_AT,
+                millis_since_epoch(self.occurred_at).to_string(),
+            ),
+            (CORRELATION_ID, self.correlation_id.clone()),
+        ];
+        if let Some(causation) = &self.causation_id {
+            pairs.push((CAUSATION_ID, causation.clone()));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            pairs.push((TRACEPARENT, traceparent.clone()));
+        }
+        pairs
     }
 
     /// Reads the envelope from a record's headers. Other headers are ignored; of a header given twice the

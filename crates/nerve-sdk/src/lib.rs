@@ -9,23 +9,42 @@
 //! - [`consumer`]: the runtime that dispatches records to [`Handler`]s, concurrently across keys and in
 //!   order per key, retrying ([`retry`]) and dead-lettering ([`dlq`]) failures, and committing only what
 //!   is done.
+//! - [`dedup`]: idempotent handling by event id: a dedup row written in the handler's own PostgreSQL
+//!   transaction ([`dedup::PgDedup`], feature `postgres`), or a [`dedup::DedupStore`] such as the embedded
+//!   [`dedup::RedbDedup`] (feature `redb`) behind an [`dedup::Idempotent`] handler.
+//! - [`outbox`] (feature `postgres`): the transactional outbox, events written in the same PostgreSQL
+//!   transaction as the business data and relayed to Kafka at least once, in order per key.
+//!
+//! Features: `postgres` (tokio-postgres) and `redb`, both on by default; `default-features = false`
+//! leaves them out.
 
 pub mod codec;
 pub mod consumer;
+pub mod dedup;
 pub mod dlq;
 pub mod envelope;
 mod event;
+#[cfg(feature = "postgres")]
+pub mod outbox;
 pub mod producer;
 pub mod registry;
 pub mod retry;
+#[cfg(feature = "postgres")]
+mod sql;
 
 pub use codec::{Codec, JsonCodec, JsonRegistryCodec};
 pub use consumer::{ConsumerBuilder, ConsumerRuntime, EventContext, Handler};
+pub use dedup::{DedupStore, Idempotent};
 pub use envelope::{Envelope, PublishContext};
 pub use event::Event;
+#[cfg(feature = "postgres")]
+pub use outbox::{Outbox, OutboxRelay};
 pub use producer::{Delivery, Publisher};
 pub use registry::RegistryClient;
 pub use retry::{HandlerError, RetryPolicy};
 
 /// Re-exported so that services configure clients without naming rdkafka's version themselves.
 pub use rdkafka::config::ClientConfig;
+/// Re-exported so that services name the PostgreSQL client the outbox and the dedup store take.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;

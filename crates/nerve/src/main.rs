@@ -70,6 +70,19 @@ struct ServeArgs {
     /// or 127.0.0.1 with the listen port when listening on all interfaces].
     #[arg(long, env = "NERVE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
+    /// Kafka listeners with their security protocols, Kafka's `listeners`, e.g.
+    /// `SASL_SSL://0.0.0.0:9093,PLAINTEXT://127.0.0.1:9092` (replaces --kafka-listen; SSL and SASL_SSL need
+    /// `[tls]` in the config file; see docs/security.md).
+    #[arg(long, env = "NERVE_LISTENERS", value_name = "NAME://HOST:PORT,...")]
+    listeners: Option<String>,
+    /// What each listener tells clients to connect to, Kafka's `advertised.listeners`
+    /// [default: each listener's own address].
+    #[arg(
+        long,
+        env = "NERVE_ADVERTISED_LISTENERS",
+        value_name = "NAME://HOST:PORT,..."
+    )]
+    advertised_listeners: Option<String>,
     /// Address the schema registry (Confluent REST API) binds [default: 0.0.0.0:8081].
     #[arg(long, env = "NERVE_REGISTRY_LISTEN", value_name = "HOST:PORT")]
     registry_listen: Option<String>,
@@ -95,6 +108,8 @@ struct FileConfig {
     kafka: Option<KafkaSection>,
     registry: Option<RegistrySection>,
     http: Option<HttpSection>,
+    /// `[tls]`: the certificate and key of SSL and SASL_SSL listeners, and client certificates.
+    tls: Option<nerve_tls::TlsSettings>,
 }
 
 /// `[http]`: the operational HTTP server (metrics, health, admin).
@@ -170,6 +185,7 @@ struct Settings {
     registry_listen: SocketAddr,
     registry_max_body: usize,
     http_listen: SocketAddr,
+    tls: Option<nerve_tls::TlsSettings>,
 }
 
 fn resolve(args: &ServeArgs) -> Result<Settings> {
@@ -193,6 +209,12 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
     };
     if let Some(listen) = &args.kafka_listen {
         broker.listen = parse_addr(listen).context("invalid --kafka-listen")?;
+    }
+    if let Some(listeners) = &args.listeners {
+        broker.listeners = listeners.clone();
+    }
+    if let Some(advertised) = &args.advertised_listeners {
+        broker.advertised_listeners = advertised.clone();
     }
     broker.advertised_listener = match args.advertised_listener.clone().or(file_advertised) {
         Some(advertised) => advertised,
@@ -230,6 +252,7 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
             .max_request_bytes
             .unwrap_or(nerve_registry::api::DEFAULT_MAX_BODY_BYTES),
         http_listen,
+        tls: file.tls,
     })
 }
 
@@ -247,7 +270,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         registry_listen,
         registry_max_body,
         http_listen,
+        tls,
     } = resolve(&args)?;
+    let tls = match tls {
+        Some(settings) => Some(Arc::new(
+            nerve_tls::ServerTls::load(settings).context("invalid [tls] settings")?,
+        )),
+        None => None,
+    };
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
@@ -267,14 +297,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .context("invalid broker settings")?;
     http_state.readiness().set_broker(broker.clone());
-    let server = Server::bind(broker.clone()).await?;
-    let bound = server.local_addr()?;
+    let server = Server::bind_with_tls(broker.clone(), tls.clone()).await?;
     http_state.readiness().set_kafka_listening();
-    println!(
-        "nerve: Kafka API on {bound} (advertised as {}), data in {}",
-        broker.config().advertised_listener,
-        data_dir.display()
-    );
+    for ((name, bound), listener) in server.local_addrs()?.into_iter().zip(broker.listeners()) {
+        let protocol = match listener.protocol {
+            nerve_broker::SecurityProtocol::Plaintext => String::new(),
+            other => format!(" ({other})"),
+        };
+        println!(
+            "nerve: Kafka API{protocol} on {bound} (advertised as {}), listener {name}",
+            listener.advertised_address(),
+        );
+    }
+    println!("nerve: data in {}", data_dir.display());
+    if let Some(tls) = tls {
+        tokio::spawn(reload_tls_on_sighup(tls));
+    }
     let registry = start_registry(
         &broker,
         registry_listen,
@@ -390,6 +428,32 @@ fn open_stores(
         tracing::error!(partition = %tp, reason, "partition is offline");
     }
     Ok((Arc::new(meta), Arc::new(log)))
+}
+
+/// Reloads the TLS certificate and key on SIGHUP, so renewed certificates take effect without a restart;
+/// connections already open keep the one they started with.
+async fn reload_tls_on_sighup(tls: Arc<nerve_tls::ServerTls>) {
+    #[cfg(unix)]
+    {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS certificates will not reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -23,6 +23,8 @@ pub const CLIENT_ID: &str = "protocol-test";
 
 pub struct TestBroker {
     pub addr: std::net::SocketAddr,
+    /// Every listener's name and bound address (`addr` is the first's).
+    pub addrs: Vec<(String, std::net::SocketAddr)>,
     pub broker: Arc<Broker>,
     pub stop: watch::Sender<bool>,
     pub server: tokio::task::JoinHandle<Result<(), nerve_broker::ServerError>>,
@@ -72,8 +74,10 @@ pub async fn try_start_in(
     };
     let server = Server::bind(broker.clone()).await.unwrap();
     let addr = server.local_addr().unwrap();
+    let addrs = server.local_addrs().unwrap();
     Ok(TestBroker {
         addr,
+        addrs,
         broker,
         stop,
         server: tokio::spawn(server.run()),
@@ -97,9 +101,25 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(broker: &TestBroker) -> Client {
+        Client::connect_to(broker.addr).await
+    }
+
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Client {
         Client {
-            stream: TcpStream::connect(broker.addr).await.unwrap(),
+            stream: TcpStream::connect(addr).await.unwrap(),
             next_correlation_id: 1,
+        }
+    }
+
+    /// Waits for the broker to close the connection; panics if a frame comes instead.
+    pub async fn expect_closed(&mut self) {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(PATIENCE, self.stream.read(&mut byte))
+            .await
+            .expect("the connection closes in time");
+        match read {
+            Ok(0) | Err(_) => {}
+            Ok(_) => panic!("expected the connection to close, got data"),
         }
     }
 

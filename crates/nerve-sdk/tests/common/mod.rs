@@ -5,6 +5,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pg;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -199,16 +201,22 @@ impl Cluster {
 
     /// Every record of partition 0 of `topic`, up to its high watermark as it is now.
     pub fn read_all(&self, topic: &str) -> Vec<Record> {
+        self.read_partition(topic, 0)
+    }
+
+    /// Every record of partition `partition` of `topic`, up to its high watermark as it is now.
+    pub fn read_partition(&self, topic: &str, partition: i32) -> Vec<Record> {
         let consumer: BaseConsumer = self
             .group_config("nerve-sdk-test-assign-only")
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
-        let (_, high) = consumer
-            .fetch_watermarks(topic, 0, PATIENCE)
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, PATIENCE)
             .expect("watermarks");
+        let high = high - low;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        tpl.add_partition_offset(topic, partition, Offset::Beginning)
             .expect("offset");
         consumer.assign(&tpl).expect("assign");
         let started = Instant::now();
