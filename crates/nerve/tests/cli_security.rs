@@ -711,3 +711,90 @@ fn help_documents_the_security_commands_and_client_settings() {
         assert!(help.contains("NERVE_BOOTSTRAP"), "{args:?}");
     }
 }
+
+#[test]
+fn every_kind_of_client_command_works_over_sasl_ssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let pki = nerve_tls::testing::TestPki::generate(config.path());
+    create_offline(dir.path(), "admin", ADMIN_PASSWORD).succeeded();
+    let config_file = config.path().join("nerve.toml");
+    let (cert, key) = (pki.server_cert.clone(), pki.server_key.clone());
+    let broker = Nerve::start_with(dir.path(), &|port| {
+        std::fs::write(
+            &config_file,
+            format!(
+                "[kafka]\nlisteners = \"SASL_SSL://127.0.0.1:{port}\"\n\
+                 super_users = [\"User:admin\"]\nauthorizer_enabled = true\n\
+                 [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("config written");
+        vec!["--config".into(), config_file.display().to_string()]
+    });
+    let properties = config.path().join("client.properties");
+    std::fs::write(
+        &properties,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\nsasl.username=admin\n\
+             sasl.password={ADMIN_PASSWORD}\nssl.ca.location={}\n",
+            pki.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("NERVE_BOOTSTRAP", broker.bootstrap()),
+        ("NERVE_COMMAND_CONFIG", properties.display().to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_nerve(&["topic", "create", "orders"], &env, b"").succeeded();
+    run_nerve(&["produce", "orders"], &env, b"one\n").succeeded();
+    let consumed = run_nerve(&["consume", "orders", "--exit-at-end"], &env, b"");
+    let consumed = consumed.succeeded();
+    assert_eq!(consumed.stdout_text(), "one\n");
+    run_nerve(&["group", "list"], &env, b"").succeeded();
+    run_nerve(
+        &["user", "create", "dave", "--password", "dave-secret"],
+        &env,
+        b"",
+    )
+    .succeeded();
+    let users = run_nerve(&["user", "list"], &env, b"").succeeded();
+    assert!(
+        users.stdout_text().contains("dave"),
+        "{}",
+        users.stdout_text()
+    );
+    run_nerve(
+        &[
+            "acl",
+            "add",
+            "--allow",
+            "--principal",
+            "User:dave",
+            "--operation",
+            "read",
+            "--topic",
+            "orders",
+        ],
+        &env,
+        b"",
+    )
+    .succeeded();
+    let acls = run_nerve(&["acl", "list", "--principal", "User:dave"], &env, b"").succeeded();
+    assert_eq!(table(&acls.stdout_text()).len(), 2);
+    // Without the CA the broker's certificate is not trusted.
+    let untrusted = run_nerve(
+        &[
+            "user",
+            "list",
+            "-X",
+            "ssl.ca.location=/etc/ssl/certs/ca-certificates.crt",
+        ],
+        &env,
+        b"",
+    );
+    assert_eq!(untrusted.code, Some(1), "{}", untrusted.stderr);
+}
