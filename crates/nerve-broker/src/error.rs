@@ -21,7 +21,8 @@ pub(crate) fn storage_error_code(error: &StorageError) -> ResponseError {
         StorageError::DiskFull { .. }
         | StorageError::Corruption { .. }
         | StorageError::PartitionOffline { .. }
-        | StorageError::Io { .. } => ResponseError::KafkaStorageError,
+        | StorageError::Io { .. }
+        | StorageError::Locked { .. } => ResponseError::KafkaStorageError,
         // Only while shutting down: a retriable answer sends the client to refresh metadata and retry.
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
     }

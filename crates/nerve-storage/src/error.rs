@@ -65,6 +65,10 @@ pub enum StorageError {
     PartitionOffline { tp: TopicPartition, reason: String },
     #[error("the store is closed")]
     Closed,
+    /// Another store holds the data directory's lock (`meta/lock`): a running broker, or an offline tool.
+    /// Two processes writing one data directory would overwrite each other's metadata.
+    #[error("{path} is locked: another process (a running broker?) has this data directory open")]
+    Locked { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -168,6 +172,7 @@ impl StorageError {
                 reason: reason.clone(),
             },
             Closed => Closed,
+            Locked { path } => Locked { path: path.clone() },
             Io { path, source } => Io {
                 path: path.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),

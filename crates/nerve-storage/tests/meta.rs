@@ -204,3 +204,31 @@ async fn scram_credentials_and_acls_survive_a_restart_and_deletes_say_what_they_
         "a user without mechanisms is gone"
     );
 }
+
+#[test]
+fn a_data_directory_is_opened_by_one_store_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = LocalMetaStore::open(dir.path()).unwrap();
+    // flock belongs to the open file, so a second open in this very process is refused as another
+    // process's would be.
+    match LocalMetaStore::open(dir.path()) {
+        Err(StorageError::Locked { path }) => assert_eq!(path, dir.path().join("meta/lock")),
+        Err(other) => panic!("wrong refusal: {other}"),
+        Ok(_) => panic!("two stores opened one data directory"),
+    }
+    // A refused open changes nothing: the first store still writes.
+    drop(first);
+    let reopened = LocalMetaStore::open(dir.path()).unwrap();
+    drop(reopened);
+}
+
+#[tokio::test]
+async fn a_lock_file_left_behind_locks_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    meta.cluster_id("kept").await.unwrap();
+    drop(meta);
+    assert!(dir.path().join("meta/lock").exists());
+    let meta = LocalMetaStore::open(dir.path()).unwrap();
+    assert_eq!(meta.cluster_id("other").await.unwrap(), "kept");
+}

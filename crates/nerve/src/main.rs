@@ -1,6 +1,6 @@
 //! `nerve`: the Nerve binary. `nerve serve` runs the Kafka-wire broker on the local storage engine;
-//! `nerve topic`, `nerve produce`, `nerve consume`, `nerve group` and `nerve schema` are its command-line client
-//! (see `cli`).
+//! `nerve topic`, `nerve produce`, `nerve consume`, `nerve group`, `nerve schema`, `nerve status`, `nerve user` and
+//! `nerve acl` are its command-line client (see `cli`).
 
 mod cli;
 mod telemetry;
@@ -48,6 +48,11 @@ enum Command {
     Schema(cli::schema::SchemaArgs),
     /// One screen on a running Nerve: topics with size and throughput, groups with state and lag.
     Status(cli::status::StatusArgs),
+    /// Create, list and delete SCRAM users (SASL/SCRAM credentials).
+    User(cli::user::UserArgs),
+    /// Add, list and remove ACLs: who may do what to which topics, groups, transactional ids and the
+    /// cluster.
+    Acl(cli::acl::AclArgs),
 }
 
 #[derive(Args)]
@@ -162,6 +167,8 @@ fn main() -> Result<()> {
         Command::Group(args) => cli::group::run(args),
         Command::Schema(args) => cli::schema::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::User(args) => cli::user::run(args),
+        Command::Acl(args) => cli::acl::run(args),
     };
     // One line a user can act on, not a backtrace-like chain over several lines.
     if let Err(e) = client_result {

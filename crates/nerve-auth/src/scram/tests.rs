@@ -578,3 +578,27 @@ proptest! {
         prop_assert_eq!(message::unescape_username(&escaped).unwrap(), name);
     }
 }
+
+#[test]
+fn a_salted_password_sent_by_a_client_makes_the_same_credential_as_the_password() {
+    let salt = unb64("salt", RFC_SALT).unwrap();
+    let salted = ScramMechanism::Sha256
+        .salted_password(b"pencil", &salt, 4096)
+        .unwrap();
+    let from_salted =
+        ScramCredential::from_salted_password(ScramMechanism::Sha256, &salted, &salt, 4096)
+            .unwrap();
+    assert_eq!(from_salted, rfc_credential());
+    assert!(ScramMechanism::Sha256
+        .salted_password(b"pencil", &salt, 100)
+        .is_err());
+    assert!(ScramMechanism::Sha256
+        .salted_password(b"pencil", &[], 4096)
+        .is_err());
+    let (a, b) = (
+        ScramCredential::random_salt(),
+        ScramCredential::random_salt(),
+    );
+    assert_eq!(a.len(), ScramCredential::SALT_LEN);
+    assert_ne!(a, b);
+}

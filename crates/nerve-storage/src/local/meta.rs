@@ -1,12 +1,19 @@
 //! The local metadata store: one JSON document in `meta/cluster.json`, replaced atomically on every change.
 //! Metadata changes are rare (topic admin, producer id blocks), so rewriting the whole document is cheaper
 //! to reason about than a log of its own.
+//!
+//! An open store holds an exclusive `flock` on `meta/lock` until it is dropped, so that two processes (two
+//! brokers, or a broker and `nerve user create --data-dir`) never write one data directory: the second open
+//! fails with [`StorageError::Locked`]. The lock belongs to the open file, so the kernel releases it when
+//! the process ends however it ends, and a lock file left behind locks nothing.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
 
 use super::fsutil;
@@ -16,6 +23,7 @@ use crate::{
 };
 
 const FILE: &str = "cluster.json";
+const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Document {
@@ -36,13 +44,17 @@ struct Document {
 pub struct LocalMetaStore {
     path: PathBuf,
     doc: Mutex<Document>,
+    /// Holds the data directory's lock while the store lives; never read.
+    _lock: File,
 }
 
 impl LocalMetaStore {
-    /// Opens (or creates) the metadata under `data_dir/meta/`.
+    /// Opens (or creates) the metadata under `data_dir/meta/`, locking the data directory; fails with
+    /// [`StorageError::Locked`] while another store (in this process or another) has it open.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("meta");
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let lock = lock(&dir.join(LOCK_FILE))?;
         let path = dir.join(FILE);
         let doc = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StorageError::Io {
@@ -55,6 +67,7 @@ impl LocalMetaStore {
         Ok(LocalMetaStore {
             path,
             doc: Mutex::new(doc),
+            _lock: lock,
         })
     }
 
@@ -71,6 +84,24 @@ impl LocalMetaStore {
         fsutil::write_atomic(&self.path, &bytes)?;
         *doc = next;
         Ok(out)
+    }
+}
+
+/// Opens `path` (creating it) and takes an exclusive lock on it without waiting.
+fn lock(path: &Path) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StorageError::io(path, e))?;
+    match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(errno) if errno == rustix::io::Errno::WOULDBLOCK => Err(StorageError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(errno) => Err(StorageError::io(path, errno.into())),
     }
 }
 

@@ -113,7 +113,7 @@ impl StartAt {
 pub(crate) fn run(args: ConsumeArgs) -> Result<()> {
     let consumer: BaseConsumer<ClientLog> = args
         .client
-        .consumer_config()
+        .consumer_config()?
         .set("enable.partition.eof", args.exit_at_end.to_string())
         // Only reached if the log start moves past us while reading (retention).
         .set("auto.offset.reset", "earliest")

@@ -88,7 +88,7 @@ struct ResetTarget {
 pub(crate) fn run(args: GroupArgs) -> Result<()> {
     let consumer: BaseConsumer<ClientLog> = args
         .client
-        .consumer_config()
+        .consumer_config()?
         .create_with_context(ClientLog::default())
         .context("cannot create the Kafka client")?;
     let metadata = args
@@ -199,7 +199,7 @@ fn describe(
     }
     // The group's committed offsets: OffsetFetch as the group, without joining it.
     let reader: BaseConsumer<ClientLog> = client
-        .consumer_config()
+        .consumer_config()?
         .set("group.id", group)
         .create_with_context(ClientLog::default())
         .context("cannot create the Kafka client")?;
@@ -307,7 +307,7 @@ fn reset_offsets(
         None => None,
     };
     let as_group: BaseConsumer<ClientLog> = client
-        .consumer_config()
+        .consumer_config()?
         .set("group.id", group)
         .create_with_context(ClientLog::default())
         .context("cannot create the Kafka client")?;

@@ -8,16 +8,26 @@
 //! cluster's metadata with a short deadline ([`ClientArgs::connect_timeout`]) and names the address when
 //! that fails, and librdkafka's own log lines go to `tracing` at debug level (`RUST_LOG=librdkafka=debug`
 //! shows them).
+//!
+//! Every Kafka-speaking command takes the client's security settings with librdkafka's property names, from
+//! `--command-config FILE` and `-X key=value` (see `security`). `nerve user` and `nerve acl` need APIs that
+//! rdkafka does not expose (SCRAM credentials, ACLs), so they speak the Kafka protocol through a small
+//! blocking client of their own (`kafka_client`).
 
+pub(crate) mod acl;
 pub(crate) mod consume;
 pub(crate) mod group;
+pub(crate) mod kafka_client;
 pub(crate) mod produce;
 mod record_format;
 pub(crate) mod schema;
+mod security;
 pub(crate) mod status;
 mod timestamp;
 pub(crate) mod topic;
+pub(crate) mod user;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -56,6 +66,21 @@ pub(crate) struct ClientArgs {
         global = true
     )]
     pub(crate) connect_timeout: u64,
+    /// Client settings for a secured listener, one `key=value` a line (`#` starts a comment), with
+    /// librdkafka's names: security.protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), sasl.mechanism
+    /// (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN), sasl.username, sasl.password, ssl.ca.location,
+    /// ssl.certificate.location, ssl.key.location, ssl.endpoint.identification.algorithm (https or none).
+    /// A Kafka tool's file with sasl.jaas.config works too.
+    #[arg(long, env = "NERVE_COMMAND_CONFIG", value_name = "FILE", global = true)]
+    pub(crate) command_config: Option<PathBuf>,
+    /// One client setting, as in --command-config, overriding the file; repeatable (as kcat's -X).
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        value_parser = parse_key_value,
+        global = true
+    )]
+    pub(crate) client_settings: Vec<(String, String)>,
 }
 
 impl ClientArgs {
@@ -63,8 +88,19 @@ impl ClientArgs {
         Duration::from_secs(self.connect_timeout)
     }
 
-    /// The settings every client shares.
-    pub(crate) fn client_config(&self) -> ClientConfig {
+    /// The client settings of `--command-config` and `-X`, in force order.
+    pub(crate) fn properties(&self) -> Result<security::Properties> {
+        security::Properties::load(self.command_config.as_deref(), &self.client_settings)
+    }
+
+    /// A connection for the admin APIs rdkafka lacks, set up and authenticated with the client settings.
+    pub(crate) fn kafka_client(&self) -> Result<kafka_client::KafkaClient> {
+        let security = self.properties()?.security()?;
+        kafka_client::KafkaClient::connect(&self.bootstrap, self.connect_timeout(), &security)
+    }
+
+    /// The settings every client shares: the connection's, then the user's client settings.
+    pub(crate) fn client_config(&self) -> Result<ClientConfig> {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &self.bootstrap)
@@ -76,20 +112,23 @@ impl ClientArgs {
             // A closed idle connection is routine, not news.
             .set("log.connection.close", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
-        config
+        for (key, value) in self.properties()?.for_librdkafka()? {
+            config.set(key, value);
+        }
+        Ok(config)
     }
 
     /// The settings of a consumer that is assigned partitions and never joins a group. librdkafka's
     /// consumer API needs a group id even for assign(); with no subscribe() and no commits it is unused.
-    pub(crate) fn consumer_config(&self) -> ClientConfig {
-        let mut config = self.client_config();
+    pub(crate) fn consumer_config(&self) -> Result<ClientConfig> {
+        let mut config = self.client_config()?;
         config
             .set("group.id", "nerve-cli")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             // Looking at a topic must not create it.
             .set("allow.auto.create.topics", "false");
-        config
+        Ok(config)
     }
 
     /// The cluster's metadata for every topic, or the error a user can act on: the broker is not

@@ -147,7 +147,7 @@ pub(crate) fn run(args: ProduceArgs) -> Result<()> {
     let idempotent = matches!(args.acks, Acks::All) && !args.no_idempotence;
     let producer: BaseProducer<Deliveries> = args
         .client
-        .client_config()
+        .client_config()?
         .set(
             "acks",
             match args.acks {

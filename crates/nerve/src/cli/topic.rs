@@ -108,11 +108,11 @@ struct Admin {
 impl Admin {
     fn connect(args: &ClientArgs) -> Result<Admin> {
         let client: AdminClient<ClientLog> = args
-            .client_config()
+            .client_config()?
             .create_with_context(ClientLog::default())
             .context("cannot create the Kafka admin client")?;
         let consumer: BaseConsumer<ClientLog> = args
-            .consumer_config()
+            .consumer_config()?
             .create_with_context(ClientLog::default())
             .context("cannot create the Kafka client")?;
         Ok(Admin {

@@ -50,9 +50,26 @@ impl Nerve {
         log: &str,
         stderr: &dyn Fn() -> Stdio,
     ) -> Nerve {
+        Nerve::spawn_with(data_dir, port, &|_| extra_args.to_vec(), log, stderr)
+    }
+
+    /// Starts `nerve serve` on a free port with more flags made for that port (`extra_args(kafka_port)`):
+    /// e.g. a `--config` file whose `listeners` name the port with another security protocol.
+    pub fn start_with(data_dir: &Path, extra_args: &dyn Fn(u16) -> Vec<String>) -> Nerve {
+        Nerve::spawn_with(data_dir, None, extra_args, "info", &Stdio::inherit)
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        port: Option<u16>,
+        extra_args: &dyn Fn(u16) -> Vec<String>,
+        log: &str,
+        stderr: &dyn Fn() -> Stdio,
+    ) -> Nerve {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             let kafka_port = port.unwrap_or_else(free_port);
+            let extra_args = extra_args(kafka_port);
             let registry_port = free_port();
             let http_port = free_port();
             let child = Command::new(env!("CARGO_BIN_EXE_nerve"))
@@ -65,7 +82,7 @@ impl Nerve {
                 .arg(format!("127.0.0.1:{registry_port}"))
                 .arg("--http-listen")
                 .arg(format!("127.0.0.1:{http_port}"))
-                .args(extra_args)
+                .args(&extra_args)
                 .env("RUST_LOG", log)
                 .stdout(Stdio::null())
                 .stderr(stderr())
