@@ -49,3 +49,33 @@ def new_topic(request):
         return unique_name(request.node.name + suffix)
 
     return make
+
+
+SECURED_USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret"}
+
+
+@pytest.fixture(scope="session")
+def secured(request):
+    """One secured broker for the security tests (see nerve_compat.SecuredNerve): users admin, alice and
+    bob; alice may read and write topics and groups starting with `secure-`, the client certificate
+    `CN=carol,O=Acme` may read and write topics starting with `mtls-`."""
+    from nerve_compat import SecuredNerve
+
+    workdir = Path(tempfile.mkdtemp(prefix="nerve-compat-secured-"))
+    broker = SecuredNerve(workdir, SECURED_USERS)
+    broker.start()
+    for operation in ("read", "write"):
+        broker.admin("acl", "add", "--allow", "--principal", "User:alice", "--operation", operation,
+                     "--topic", "secure-", "--prefixed")
+        broker.admin("acl", "add", "--allow", "--principal", "User:CN=carol,O=Acme",
+                     "--operation", operation, "--topic", "mtls-", "--prefixed")
+    broker.admin("acl", "add", "--allow", "--principal", "User:alice", "--operation", "read",
+                 "--group", "secure-", "--prefixed")
+    broker.carol = broker.pki.client("carol", "/O=Acme/CN=carol")
+    yield broker
+    code = broker.stop()
+    if request.session.testsfailed or code != 0:
+        print(f"\n--- secured nerve log ({broker.log_path}) ---\n{broker.log_tail()}\n---")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert code == 0, f"nerve exited with {code} after SIGTERM (log kept in {workdir})"

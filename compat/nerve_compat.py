@@ -46,9 +46,10 @@ class Nerve:
         """The HTTP server's base URL: /metrics, /healthz, /readyz, /v1/."""
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, port=None):
+    def start(self, port=None, extra_args=()):
         """Starts nerve on `port` (a free one if None) and waits until it accepts connections. Restarting on
-        the same data directory and port is how tests check what survives a restart."""
+        the same data directory and port is how tests check what survives a restart. `extra_args` go to
+        `nerve serve` (e.g. `--config FILE`)."""
         if not NERVE_BIN.exists():
             pytest.exit(f"{NERVE_BIN} does not exist: run `cargo build -p nerve` (compat/run does)", 2)
         # A port picked free can be taken by someone else before nerve binds it; then nerve exits and we
@@ -73,6 +74,7 @@ class Nerve:
                     f"127.0.0.1:{self.registry_port}",
                     "--http-listen",
                     f"127.0.0.1:{self.http_port}",
+                    *extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -142,3 +144,117 @@ def wait_for(predicate, what: str, timeout_s: float = PATIENCE_S, interval_s: fl
         if time.monotonic() > deadline:
             pytest.fail(f"gave up waiting for {what}")
         time.sleep(interval_s)
+
+
+def run_nerve(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    """Runs the `nerve` command (a client command, not serve) and returns what it did; fails the test when
+    it exits non-zero."""
+    done = subprocess.run(
+        [str(NERVE_BIN), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE_S,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"nerve {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return done
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=PATIENCE_S)
+
+
+class TestPki:
+    """A CA, a server certificate for localhost/127.0.0.1 and client certificates, made with `openssl` as
+    docs/security.md shows."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ca_cert = directory / "ca.pem"
+        self.ca_key = directory / "ca.key"
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-days", "3650", "-subj", "/CN=Nerve Compat CA",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout", str(self.ca_key), "-out", str(self.ca_cert))
+        self.server_cert, self.server_key = self.sign(
+            "server", "/CN=localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+
+    def client(self, name: str, subject: str):
+        return self.sign(name, subject, "extendedKeyUsage=clientAuth\n")
+
+    def sign(self, name: str, subject: str, extensions: str):
+        cert, key = self.dir / f"{name}.pem", self.dir / f"{name}.key"
+        csr, ext = self.dir / f"{name}.csr", self.dir / f"{name}.ext"
+        ext.write_text("basicConstraints=CA:FALSE\n" + extensions.replace("\\n", "\n"))
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", subject, "-keyout", str(key), "-out", str(csr))
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca_cert), "-CAkey", str(self.ca_key),
+                "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(cert))
+        return cert, key
+
+
+class SecuredNerve(Nerve):
+    """A `nerve serve` with PLAINTEXT, SASL_SSL and SSL listeners, the authorizer on and `admin` a super user.
+    Users are created with `nerve user create --data-dir` before the start, ACLs with `nerve acl add`
+    through the SASL_SSL listener, as an operator sets Nerve up."""
+
+    def __init__(self, workdir: Path, users: dict):
+        super().__init__(workdir / "data", workdir / "nerve.log")
+        self.workdir = workdir
+        self.pki = TestPki(workdir / "pki")
+        self.users = users
+        self.sasl_ssl_port = None
+        self.ssl_port = None
+
+    def start(self, port=None, extra_args=()):
+        for user, password in self.users.items():
+            run_nerve("user", "create", user, "--password-stdin", "--data-dir", str(self.data_dir),
+                      stdin=password + "\n")
+        self.sasl_ssl_port, self.ssl_port = free_port(), free_port()
+        plaintext = free_port()
+        config = self.workdir / "nerve.toml"
+        config.write_text(f"""
+[kafka]
+listeners = "PLAINTEXT://127.0.0.1:{plaintext},SASL_SSL://127.0.0.1:{self.sasl_ssl_port},SSL://127.0.0.1:{self.ssl_port}"
+authorizer_enabled = true
+super_users = ["User:admin"]
+
+[tls]
+cert_file = "{self.pki.server_cert}"
+key_file = "{self.pki.server_key}"
+ca_file = "{self.pki.ca_cert}"
+client_auth = "requested"
+""")
+        super().start(port=plaintext, extra_args=["--config", str(config), *extra_args])
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    def sasl(self, user: str, password: str) -> dict:
+        """librdkafka settings for `user` on the SASL_SSL listener with SCRAM-SHA-512."""
+        return {
+            "bootstrap.servers": self.sasl_ssl_bootstrap,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": user,
+            "sasl.password": password,
+            "ssl.ca.location": str(self.pki.ca_cert),
+        }
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess:
+        """Runs a `nerve` client command as `admin` over SASL_SSL."""
+        settings = self.sasl("admin", self.users["admin"])
+        bootstrap = settings.pop("bootstrap.servers")
+        flags = [f"-X{k}={v}" for k, v in settings.items()]
+        return run_nerve(*args, "--bootstrap", bootstrap, *flags)

@@ -3,7 +3,9 @@
 //! directory and `nerve` on the PATH.
 //!
 //! In a console block, `$ COMMAND` runs COMMAND with `sh -c`; the lines after it, up to the next `$`, are
-//! lines its stdout must contain, in that order, and `? N` is its exit code (0 when absent).
+//! lines its stdout must contain, in that order, and `? N` is its exit code (0 when absent). A command
+//! ending in ` &` (`nerve serve` in a page that starts its own broker) runs in the background: the
+//! walk-through goes on once it has printed its lines, and it is stopped with SIGTERM at the end.
 
 mod common;
 
@@ -53,7 +55,15 @@ fn parse(page: &str) -> (Vec<(String, String)>, Vec<Step>) {
     (files, steps)
 }
 
-fn run_walkthrough(doc: &str) {
+/// Whether the harness starts a broker for the page (its commands find it through `NERVE_BOOTSTRAP` and
+/// `NERVE_REGISTRY_URL`) or the page starts its own.
+#[derive(PartialEq)]
+enum Broker {
+    Harness,
+    Page,
+}
+
+fn run_walkthrough(doc: &str, broker: Broker) {
     let page = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../docs")
@@ -63,7 +73,8 @@ fn run_walkthrough(doc: &str) {
     let (files, steps) = parse(&page);
     assert!(!steps.is_empty(), "{doc} has no console steps");
     let dir = tempfile::tempdir().unwrap();
-    let nerve = Nerve::start(&dir.path().join("data"));
+    let nerve = (broker == Broker::Harness).then(|| Nerve::start(&dir.path().join("data")));
+    let mut background = Background::default();
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     for (name, text) in &files {
@@ -78,15 +89,25 @@ fn run_walkthrough(doc: &str) {
         std::env::var("PATH").unwrap_or_default()
     );
     for step in steps {
-        let output = Command::new("sh")
-            .arg("-c")
-            .arg(&step.command)
+        let mut command = Command::new("sh");
+        command
             .current_dir(&work)
             .env("PATH", &path)
-            .env("NERVE_BOOTSTRAP", nerve.bootstrap())
-            .env("NERVE_REGISTRY_URL", nerve.registry_url())
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        if let Some(nerve) = &nerve {
+            command
+                .env("NERVE_BOOTSTRAP", nerve.bootstrap())
+                .env("NERVE_REGISTRY_URL", nerve.registry_url());
+        }
+        if let Some(daemon) = step.command.strip_suffix(" &") {
+            command.arg("-c").arg(format!("exec {daemon}"));
+            background.start(doc, command, &step.expected);
+            continue;
+        }
+        let output = command
+            .arg("-c")
+            .arg(&step.command)
             .output()
             .expect("sh runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -108,7 +129,60 @@ fn run_walkthrough(doc: &str) {
     }
 }
 
+/// The page's background processes, stopped (SIGTERM, then waited for) when the walk-through ends.
+#[derive(Default)]
+struct Background(Vec<std::process::Child>);
+
+impl Background {
+    /// Starts `command` and waits until its stdout has shown `expected`, in order.
+    fn start(&mut self, doc: &str, mut command: Command, expected: &[String]) {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the background command starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.0.push(child);
+        for want in expected {
+            loop {
+                match lines.recv_timeout(common::PATIENCE) {
+                    Ok(line) if line.trim_end() == want => break,
+                    Ok(_) => {}
+                    Err(_) => panic!("{doc}: the background command never printed {want:?}"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[test]
 fn the_schema_registry_walkthrough_works_as_written() {
-    run_walkthrough("schema-registry.md");
+    run_walkthrough("schema-registry.md", Broker::Harness);
+}
+
+#[test]
+fn the_security_walkthrough_works_as_written() {
+    run_walkthrough("security.md", Broker::Page);
 }

@@ -206,12 +206,16 @@ enum Output {
     Json,
 }
 
-/// Errors librdkafka recovers from by itself (a dropped connection it re-establishes).
+/// Errors librdkafka recovers from by itself (a dropped connection it re-establishes), and one that does
+/// not concern this command: librdkafka's consumer needs a group id even for assigned partitions and
+/// looks up its coordinator, which a secured broker refuses to a user without rights on that group;
+/// nothing here uses the group, and records keep coming.
 fn transient(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(
-            RDKafkaErrorCode::BrokerTransportFailure
+            RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::BrokerTransportFailure
                 | RDKafkaErrorCode::AllBrokersDown
                 | RDKafkaErrorCode::OperationTimedOut
                 | RDKafkaErrorCode::NotLeaderForPartition
