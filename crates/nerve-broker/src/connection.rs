@@ -248,6 +248,10 @@ where
                 break;
             };
             last_request = tokio::time::Instant::now();
+            if authenticator.expects_raw_token() {
+                pending_sasl = Some(frame);
+                break;
+            }
             match peek_api(&frame) {
                 Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
                     pending_sasl = Some(frame)
@@ -264,8 +268,11 @@ where
         }
         if in_flight.is_empty() {
             if let Some(frame) = pending_sasl.take() {
-                let (response, next) =
-                    authenticate(broker, &mut authenticator, &session, frame).await?;
+                let (response, next) = if authenticator.expects_raw_token() {
+                    authenticator.raw_token(broker, &session, &frame)
+                } else {
+                    authenticate(broker, &mut authenticator, &session, frame).await?
+                };
                 match next {
                     Next::Continue => writer.write_all(&response).await?,
                     Next::CloseAfter(delay) => {

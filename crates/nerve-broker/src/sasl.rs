@@ -1,6 +1,10 @@
-//! SASL authentication of a connection: SaslHandshake v1 picks a mechanism, SaslAuthenticate carries its
+//! SASL authentication of a connection: SaslHandshake picks a mechanism, SaslAuthenticate carries its
 //! messages (KIP-152). PLAIN checks the password against the user's stored SCRAM credential, so Nerve keeps
 //! one set of credentials and no plain passwords; SCRAM-SHA-256 and SCRAM-SHA-512 run RFC 5802.
+//!
+//! SaslHandshake v0 is answered too, for clients from before KIP-152: after it the mechanism's messages
+//! travel as bare length-prefixed tokens instead of SaslAuthenticate requests (librdkafka before 2.x
+//! checks that v0 is offered before it authenticates at all, even though it then uses v1).
 //!
 //! Re-authentication (KIP-368): an authenticated client may run the exchange again on its connection; it
 //! must authenticate as the same principal with the same mechanism. With `connections_max_reauth_ms` set,
@@ -73,6 +77,8 @@ struct Authenticated {
 pub(crate) struct Authenticator {
     state: State,
     authenticated: Option<Authenticated>,
+    /// SaslHandshake v0 chose the mechanism: its messages come as raw tokens.
+    raw_tokens: bool,
 }
 
 /// What the connection does after an answer.
@@ -90,6 +96,7 @@ impl Authenticator {
         Authenticator {
             state: State::Start,
             authenticated: None,
+            raw_tokens: false,
         }
     }
 
@@ -180,6 +187,7 @@ impl Authenticator {
             ));
         };
         self.state = State::Handshaken(mechanism);
+        self.raw_tokens = request.api_version() == 0;
         Ok((answer(None)?, Next::Continue))
     }
 
@@ -190,17 +198,82 @@ impl Authenticator {
         request: &RequestFrame,
     ) -> Result<(Bytes, Next), RequestError> {
         let body: SaslAuthenticateRequest = decode(request)?;
-        let state = std::mem::replace(&mut self.state, State::Start);
-        let outcome = match state {
-            State::Start => {
-                let response = SaslAuthenticateResponse::default()
+        if self.raw_tokens {
+            // After SaslHandshake v0 the exchange goes on in raw tokens, not in SaslAuthenticate.
+            let response = SaslAuthenticateResponse::default()
+                .with_error_code(ResponseError::IllegalSaslState.code());
+            return Ok((respond(request, &response)?, Next::Close));
+        }
+        let lifetime = broker.config.connections_max_reauth_ms;
+        let (response, next) = match self.step(broker, session, &body.auth_bytes) {
+            Step::Illegal => (
+                SaslAuthenticateResponse::default()
                     .with_error_code(ResponseError::IllegalSaslState.code())
                     .with_error_message(Some(StrBytes::from_static_str(
                         "SaslAuthenticate before SaslHandshake",
-                    )));
-                return Ok((respond(request, &response)?, Next::Close));
+                    ))),
+                Next::Close,
+            ),
+            Step::Challenge(bytes) => (
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+                Next::Continue,
+            ),
+            Step::Done(bytes) => (
+                SaslAuthenticateResponse::default()
+                    .with_auth_bytes(Bytes::from(bytes))
+                    .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+                Next::Continue,
+            ),
+            // Kafka's wording; the reason stays in the broker's log, not in what a guesser is told.
+            Step::Failed(delay) => (
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "Authentication failed: Invalid username or password",
+                    ))),
+                Next::CloseAfter(delay),
+            ),
+        };
+        Ok((respond(request, &response)?, next))
+    }
+
+    /// After SaslHandshake v0 the client sends the mechanism's messages as bare length-prefixed tokens
+    /// (Kafka before KIP-152), and gets the server's the same way.
+    pub(crate) fn expects_raw_token(&self) -> bool {
+        self.raw_tokens && !matches!(self.state, State::Start)
+    }
+
+    /// One raw token of a v0 exchange; the answer is a raw token too. A failure closes the connection
+    /// without an answer, as Kafka does for these clients.
+    pub(crate) fn raw_token(
+        &mut self,
+        broker: &Broker,
+        session: &Session,
+        token: &[u8],
+    ) -> (Bytes, Next) {
+        let framed = |bytes: Vec<u8>| {
+            let mut out = Vec::with_capacity(bytes.len() + 4);
+            out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+            out.extend_from_slice(&bytes);
+            Bytes::from(out)
+        };
+        match self.step(broker, session, token) {
+            Step::Challenge(bytes) => (framed(bytes), Next::Continue),
+            Step::Done(bytes) => {
+                self.raw_tokens = false;
+                (framed(bytes), Next::Continue)
             }
-            State::Handshaken(Mechanism::Plain) => plain(broker, &body.auth_bytes),
+            Step::Failed(delay) => (Bytes::new(), Next::CloseAfter(delay)),
+            Step::Illegal => (Bytes::new(), Next::Close),
+        }
+    }
+
+    /// Feeds one client message to the mechanism chosen by the handshake.
+    fn step(&mut self, broker: &Broker, session: &Session, message: &[u8]) -> Step {
+        let state = std::mem::replace(&mut self.state, State::Start);
+        let outcome = match state {
+            State::Start => return Step::Illegal,
+            State::Handshaken(Mechanism::Plain) => plain(broker, message),
             State::Handshaken(Mechanism::Scram(mechanism)) => {
                 let mut server = Box::new(ScramServer::new(mechanism));
                 let lookup = |user: &str| {
@@ -209,12 +282,10 @@ impl Authenticator {
                         .scram_credential(user, mechanism.name())
                         .map(from_stored)
                 };
-                match server.handle_client_first(&body.auth_bytes, lookup) {
+                match server.handle_client_first(message, lookup) {
                     Ok(server_first) => {
                         self.state = State::ScramFinal(server, mechanism);
-                        let response = SaslAuthenticateResponse::default()
-                            .with_auth_bytes(Bytes::from(server_first));
-                        return Ok((respond(request, &response)?, Next::Continue));
+                        return Step::Challenge(server_first);
                     }
                     Err(e) => Err(Failure {
                         user: None,
@@ -224,11 +295,11 @@ impl Authenticator {
             }
             State::ScramFinal(mut server, mechanism) => {
                 let user = server.username().map(str::to_string);
-                match server.handle_client_final(&body.auth_bytes) {
+                match server.handle_client_final(message) {
                     Ok(outcome) => Ok((
                         Mechanism::Scram(mechanism),
                         Principal::user(outcome.username),
-                        Bytes::from(outcome.server_final),
+                        outcome.server_final,
                     )),
                     Err(e) => Err(Failure {
                         user,
@@ -239,7 +310,7 @@ impl Authenticator {
         };
         let (mechanism, principal, final_bytes) = match outcome {
             Ok(done) => done,
-            Err(failure) => return self.fail(broker, session, request, failure),
+            Err(failure) => return self.fail(broker, session, failure),
         };
         if let Some(before) = &self.authenticated {
             if before.principal != principal || before.mechanism != mechanism {
@@ -251,7 +322,7 @@ impl Authenticator {
                         before.mechanism.name()
                     ),
                 };
-                return self.fail(broker, session, request, failure);
+                return self.fail(broker, session, failure);
             }
         }
         let lifetime = broker.config.connections_max_reauth_ms;
@@ -263,20 +334,11 @@ impl Authenticator {
             mechanism,
             expires,
         });
-        let response = SaslAuthenticateResponse::default()
-            .with_auth_bytes(final_bytes)
-            .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX));
-        Ok((respond(request, &response)?, Next::Continue))
+        Step::Done(final_bytes)
     }
 
-    /// Answers SASL_AUTHENTICATION_FAILED (after the failed-authentication delay) and logs an audit line.
-    fn fail(
-        &mut self,
-        broker: &Broker,
-        session: &Session,
-        request: &RequestFrame,
-        failure: Failure,
-    ) -> Result<(Bytes, Next), RequestError> {
+    /// Logs an audit line and counts the failure; the answer waits the failed-authentication delay.
+    fn fail(&mut self, broker: &Broker, session: &Session, failure: Failure) -> Step {
         tracing::warn!(
             target: "nerve::audit",
             user = failure.user.as_deref().unwrap_or("-"),
@@ -286,15 +348,22 @@ impl Authenticator {
             "authentication failed"
         );
         broker.metrics.authentication_failures.inc();
-        // Kafka's wording; the reason stays in the broker's log, not in what a guesser is told.
-        let response = SaslAuthenticateResponse::default()
-            .with_error_code(ResponseError::SaslAuthenticationFailed.code())
-            .with_error_message(Some(StrBytes::from_static_str(
-                "Authentication failed: Invalid username or password",
-            )));
-        let delay = Duration::from_millis(broker.config.connection_failed_authentication_delay_ms);
-        Ok((respond(request, &response)?, Next::CloseAfter(delay)))
+        Step::Failed(Duration::from_millis(
+            broker.config.connection_failed_authentication_delay_ms,
+        ))
     }
+}
+
+/// What one client message led to.
+enum Step {
+    /// A message out of order (no handshake before it).
+    Illegal,
+    /// The mechanism's next challenge.
+    Challenge(Vec<u8>),
+    /// Authenticated; the mechanism's last message (SCRAM's server-final, empty for PLAIN).
+    Done(Vec<u8>),
+    /// Refused; answer after this delay, then close.
+    Failed(Duration),
 }
 
 struct Failure {
@@ -304,7 +373,7 @@ struct Failure {
 
 /// PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (the strongest
 /// mechanism stored first).
-fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Bytes), Failure> {
+fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Vec<u8>), Failure> {
     let credentials = nerve_auth::plain::parse_plain(message).map_err(|e| Failure {
         user: None,
         reason: e.to_string(),
@@ -319,7 +388,7 @@ fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Bytes
                 .map(|c| from_stored(c).verify_password(m, credentials.password.as_bytes()))
         });
     match verified {
-        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Bytes::new())),
+        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Vec::new())),
         Some(false) => Err(Failure {
             user: Some(user),
             reason: "wrong password".into(),

@@ -233,7 +233,8 @@ async fn a_sasl_listener_answers_api_versions_but_closes_on_anything_else_before
     assert!(versions
         .api_keys
         .iter()
-        .any(|k| k.api_key == ApiKey::SaslHandshake as i16 && k.max_version == 1));
+        .any(|k| k.api_key == ApiKey::SaslHandshake as i16
+            && (k.min_version, k.max_version) == (0, 1)));
     client.send(12, &MetadataRequest::default()).await;
     client.expect_closed().await;
 
@@ -257,6 +258,35 @@ async fn a_sasl_listener_answers_api_versions_but_closes_on_anything_else_before
         )
         .await;
     assert_eq!(answer.error_code, ILLEGAL_SASL_STATE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v0_handshake_goes_on_in_raw_tokens_and_back_to_requests_once_authenticated() {
+    let broker = secured(|_| {}).await;
+    for (password, accepted) in [("alice-secret", true), ("wrong", false)] {
+        let mut client = Client::connect_to(sasl_addr(&broker)).await;
+        let handshake = client
+            .call(
+                0,
+                &SaslHandshakeRequest::default().with_mechanism(s("SCRAM-SHA-256")),
+            )
+            .await;
+        assert_eq!(handshake.error_code, 0);
+        let mut scram = ScramClient::new(ScramMechanism::Sha256, "alice", password);
+        client.send_frame(&scram.client_first()).await;
+        let server_first = client.recv_frame().await;
+        let client_final = scram.handle_server_first(&server_first).unwrap();
+        client.send_frame(&client_final).await;
+        if !accepted {
+            // Kafka answers a failed v0 exchange by closing the connection.
+            client.expect_closed().await;
+            continue;
+        }
+        let server_final = client.recv_frame().await;
+        scram.handle_server_final(&server_final).unwrap();
+        let metadata = client.call(12, &all_topics()).await;
+        assert_eq!(metadata.brokers.len(), 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,7 +44,10 @@ struct Pending {
     /// False when the credential is the stand-in for a user that does not exist.
     known_user: bool,
     gs2_header: String,
+    /// The client's nonce followed by ours, as server-first sent it.
     nonce: String,
+    /// The client's part of it.
+    client_nonce: String,
     /// `client-first-message-bare + "," + server-first-message + ","`; client-final completes it.
     auth_message_prefix: String,
 }
@@ -104,6 +107,7 @@ impl ScramServer {
             None => (stand_in_credential(self.mechanism, &first.username), false),
         };
         let nonce = format!("{}{}", first.nonce, self.server_nonce);
+        let client_nonce = first.nonce.to_owned();
         let server_first = format!(
             "r={nonce},s={},i={}",
             b64(&credential.salt),
@@ -116,6 +120,7 @@ impl ScramServer {
             known_user,
             gs2_header: first.gs2_header.to_owned(),
             nonce,
+            client_nonce,
             auth_message_prefix,
         }));
         Ok(server_first.into_bytes())
@@ -131,7 +136,11 @@ impl ScramServer {
         if last.channel_binding != pending.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingMismatch);
         }
-        if last.nonce != pending.nonce {
+        // librdkafka before 2.6.1 (Debian's and Ubuntu's packages among them) sends its own nonce once
+        // more in front of the combined one (librdkafka#4895); Kafka 3.8.1 to 3.9 accept that, and so
+        // does Nerve. The server's nonce is in it either way, which is what protects against replay.
+        let librdkafka_form = last.nonce.strip_prefix(pending.client_nonce.as_str());
+        if last.nonce != pending.nonce && librdkafka_form != Some(pending.nonce.as_str()) {
             return Err(ScramError::NonceMismatch);
         }
         let mech = self.mechanism;

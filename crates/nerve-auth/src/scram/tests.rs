@@ -602,3 +602,42 @@ fn a_salted_password_sent_by_a_client_makes_the_same_credential_as_the_password(
     assert_eq!(a.len(), ScramCredential::SALT_LEN);
     assert_ne!(a, b);
 }
+
+/// librdkafka before 2.6.1 puts its own nonce in front of the combined one in client-final
+/// (librdkafka#4895). Its proof signs what it sent, so the exchange succeeds; any other nonce fails.
+#[test]
+fn the_client_final_nonce_of_old_librdkafka_is_accepted_and_others_are_not() {
+    let credential = rfc_credential();
+    let salted = crypto::hi(
+        ScramMechanism::Sha256,
+        b"pencil",
+        &unb64("salt", RFC_SALT).unwrap(),
+        4096,
+    );
+    let client_key = crypto::hmac(ScramMechanism::Sha256, &salted, crypto::CLIENT_KEY);
+    let combined = format!("{RFC_CLIENT_NONCE}{RFC_SERVER_NONCE}");
+    for (nonce, accepted) in [
+        (format!("{RFC_CLIENT_NONCE}{combined}"), true),
+        (format!("x{combined}"), false),
+        (format!("{combined}{RFC_CLIENT_NONCE}"), false),
+    ] {
+        let mut server = rfc_server();
+        server
+            .handle_client_first(RFC_CLIENT_FIRST.as_bytes(), |_| Some(credential.clone()))
+            .unwrap();
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!(
+            "{},{RFC_SERVER_FIRST},{without_proof}",
+            &RFC_CLIENT_FIRST[3..]
+        );
+        let signature = crypto::hmac(
+            ScramMechanism::Sha256,
+            &credential.stored_key,
+            auth_message.as_bytes(),
+        );
+        let proof = crypto::xor(&client_key, &signature);
+        let last = format!("{without_proof},p={}", b64(&proof));
+        let outcome = server.handle_client_final(last.as_bytes());
+        assert_eq!(outcome.is_ok(), accepted, "{nonce}: {outcome:?}");
+    }
+}

@@ -64,9 +64,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    // v0 would be followed by raw SASL tokens outside Kafka's framing; every current client uses v1 and
-    // SaslAuthenticate.
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 is followed by raw SASL tokens outside Kafka's framing (see sasl.rs); v1 by SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),

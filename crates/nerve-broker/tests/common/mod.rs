@@ -144,6 +144,27 @@ impl Client {
         correlation_id
     }
 
+    /// Writes `payload` as one length-prefixed frame, with no request header (a raw SASL token).
+    pub async fn send_frame(&mut self, payload: &[u8]) {
+        let mut frame = BytesMut::new();
+        frame.put_i32(payload.len() as i32);
+        frame.put_slice(payload);
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Reads one length-prefixed frame whole.
+    pub async fn recv_frame(&mut self) -> Bytes {
+        let read = async {
+            let size = self.stream.read_i32().await.unwrap();
+            let mut frame = vec![0u8; size as usize];
+            self.stream.read_exact(&mut frame).await.unwrap();
+            Bytes::from(frame)
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("an answer in time")
+    }
+
     /// Reads one response frame: (correlation id, bytes after the header's correlation id).
     pub async fn recv_raw(&mut self) -> (i32, Bytes) {
         let read = async {
