@@ -26,8 +26,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// read and write topics and groups starting with `secure-`; the client certificate `CN=carol,O=Acme`
 /// may write `mtls-topic`.
 struct Secured {
-    _nerve: Nerve,
+    nerve: Nerve,
     pki: TestPki,
+    /// The server certificate and key the broker reads (copies of the PKI's, so a test can renew them).
+    live_cert: PathBuf,
+    live_key: PathBuf,
+    log: PathBuf,
     sasl_ssl: u16,
     ssl: u16,
     carol: (PathBuf, PathBuf),
@@ -43,6 +47,11 @@ fn secured(extra_kafka_settings: &str) -> Secured {
     let carol = pki.client("carol", "/O=Acme/CN=carol");
     bootstrap_users_and_acls(&data);
     let (plaintext, sasl_ssl, ssl) = (any_free_port(), any_free_port(), any_free_port());
+    let live_cert = dir.path().join("live-server.pem");
+    let live_key = dir.path().join("live-server.key");
+    std::fs::copy(&pki.server_cert, &live_cert).unwrap();
+    std::fs::copy(&pki.server_key, &live_key).unwrap();
+    let log = dir.path().join("nerve.log");
     let config = dir.path().join("nerve.toml");
     std::fs::write(
         &config,
@@ -60,22 +69,26 @@ key_file = "{key}"
 ca_file = "{ca}"
 client_auth = "requested"
 "#,
-            cert = pki.server_cert.display(),
-            key = pki.server_key.display(),
+            cert = live_cert.display(),
+            key = live_key.display(),
             ca = pki.ca_cert.display(),
         ),
     )
     .unwrap();
-    let nerve = Nerve::start_on(
+    let nerve = Nerve::start_on_logging_to(
         &data,
         plaintext,
         &["--config".into(), config.display().to_string()],
+        &log,
     );
     wait_for_port(sasl_ssl);
     wait_for_port(ssl);
     Secured {
-        _nerve: nerve,
+        nerve,
         pki,
+        live_cert,
+        live_key,
+        log,
         sasl_ssl,
         ssl,
         carol,
@@ -363,6 +376,70 @@ fn a_wrong_password_fails_authentication_and_the_broker_keeps_serving() {
         "fine",
     )
     .unwrap();
+    // The broker's log says who failed, from where, and never with which password.
+    let log = std::fs::read_to_string(&secured.log).unwrap();
+    assert!(log.contains("authentication failed"), "an audit line");
+    for secret in ["not-her-password", "alice-secret", "admin-secret"] {
+        assert!(!log.contains(secret), "the log shows {secret}");
+    }
+}
+
+#[test]
+fn sighup_reloads_a_renewed_certificate_for_new_connections() {
+    let secured = secured("");
+    let dir = tempfile::tempdir().unwrap();
+    let renewed = TestPki::generate(dir.path());
+    let with_ca = |ca: &Path| {
+        let mut config = secured.sasl("admin", "admin-secret");
+        config
+            .set("ssl.ca.location", ca.display().to_string())
+            .set("socket.timeout.ms", "3000");
+        config
+    };
+    let reachable = |config: &ClientConfig| {
+        let consumer: BaseConsumer = config.create().unwrap();
+        consumer
+            .fetch_metadata(None, Duration::from_secs(3))
+            .is_ok()
+    };
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &secured.nerve.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    assert!(reachable(&with_ca(&secured.pki.ca_cert)));
+    assert!(!reachable(&with_ca(&renewed.ca_cert)));
+
+    // The renewal lands (a certificate from another CA, to tell them apart), then SIGHUP.
+    std::fs::copy(&renewed.server_cert, &secured.live_cert).unwrap();
+    std::fs::copy(&renewed.server_key, &secured.live_key).unwrap();
+    hangup();
+    let started = Instant::now();
+    while !reachable(&with_ca(&renewed.ca_cert)) {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the renewed certificate is never served"
+        );
+    }
+    assert!(!reachable(&with_ca(&secured.pki.ca_cert)));
+
+    // A broken renewal is refused and the running certificate stays.
+    std::fs::write(&secured.live_key, "not a key").unwrap();
+    hangup();
+    let started = Instant::now();
+    while !std::fs::read_to_string(&secured.log)
+        .unwrap()
+        .contains("TLS reload failed")
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the failed reload is never logged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(reachable(&with_ca(&renewed.ca_cert)));
 }
 
 #[test]

@@ -160,6 +160,11 @@ impl Nerve {
         assert!(exit.success(), "nerve exited with {exit}");
     }
 
+    /// The process id of `nerve serve`, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
