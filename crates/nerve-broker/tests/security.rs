@@ -576,6 +576,33 @@ async fn acls_decide_produce_fetch_and_metadata_with_prefixes_and_deny_winning()
         "READ on the group implies DESCRIBE"
     );
 
+    // What each may do, as the authorized-operations fields report it.
+    let described = alice
+        .call(
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                )
+                .with_name(Some(name("orders-eu")))]))
+                .with_include_topic_authorized_operations(true),
+        )
+        .await;
+    let bits = described.topics[0].topic_authorized_operations;
+    let allowed: Vec<Operation> = [Read, Write, Describe, Delete]
+        .into_iter()
+        .filter(|op| bits & (1 << op.code()) != 0)
+        .collect();
+    assert_eq!(allowed, [Read, Describe], "WRITE is denied on orders-eu");
+    let cluster = admin
+        .call(
+            0,
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+        )
+        .await;
+    assert_eq!(cluster.cluster_authorized_operations.count_ones(), 9);
+    let cluster = alice.call(0, &DescribeClusterRequest::default()).await;
+    assert_eq!(cluster.error_code, CLUSTER_AUTHORIZATION_FAILED);
+
     // A client on the PLAINTEXT listener is User:ANONYMOUS, which no ACL names.
     let mut anonymous = Client::connect_to(plaintext_addr(&broker)).await;
     assert_eq!(

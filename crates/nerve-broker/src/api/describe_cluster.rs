@@ -9,6 +9,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
+use nerve_auth::acl::CLUSTER_NAME;
+use nerve_auth::{Operation, ResourceType};
 use nerve_wire::frame::RequestFrame;
 
 use super::{count_error, decode, message, respond};
@@ -21,11 +23,27 @@ const ENDPOINT_CONTROLLERS: i8 = 2;
 /// What `cluster_authorized_operations` says when the client did not ask (Kafka's "not requested").
 const OPERATIONS_NOT_REQUESTED: i32 = i32::MIN;
 
-/// Without an authorizer every operation on the cluster is allowed, and Kafka then reports all that apply to
-/// the cluster resource: CREATE (5), ALTER (7), DESCRIBE (8), CLUSTER_ACTION (9), DESCRIBE_CONFIGS (10),
-/// ALTER_CONFIGS (11), IDEMPOTENT_WRITE (12), CREATE_TOKENS (13) and DESCRIBE_TOKENS (14), as a bit field.
-const CLUSTER_OPERATIONS: i32 =
-    1 << 5 | 1 << 7 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14;
+/// The operations that apply to the cluster resource, as Kafka reports them: CREATE, ALTER, DESCRIBE,
+/// CLUSTER_ACTION, DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE, CREATE_TOKENS, DESCRIBE_TOKENS.
+const CLUSTER_OPERATIONS: [Operation; 9] = [
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+    Operation::CreateTokens,
+    Operation::DescribeTokens,
+];
+
+/// The bit field of the cluster operations the client may perform (all of them without an authorizer).
+pub(crate) fn cluster_operations(broker: &Broker, session: &crate::session::Session) -> i32 {
+    CLUSTER_OPERATIONS
+        .into_iter()
+        .filter(|op| broker.is_allowed(session, *op, ResourceType::Cluster, CLUSTER_NAME))
+        .fold(0, |bits, op| bits | (1 << op.code()))
+}
 
 pub(crate) fn handle(
     broker: &Broker,
@@ -61,7 +79,7 @@ pub(crate) fn handle(
                 .with_port(i32::from(*port))
                 .with_rack(None)])
             .with_cluster_authorized_operations(if body.include_cluster_authorized_operations {
-                CLUSTER_OPERATIONS
+                cluster_operations(broker, session)
             } else {
                 OPERATIONS_NOT_REQUESTED
             })

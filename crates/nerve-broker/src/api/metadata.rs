@@ -31,6 +31,10 @@ pub(crate) async fn handle(
     let version = request.api_version();
     // Before v4 the field does not exist and Kafka always auto-created.
     let allow_auto_create = version < 4 || body.allow_auto_topic_creation;
+    let topic_operations = version >= 8 && body.include_topic_authorized_operations;
+    // v8 to v10 only; later versions left it to DescribeCluster.
+    let cluster_operations =
+        (8..=10).contains(&version) && body.include_cluster_authorized_operations;
     let requested = match body.topics {
         None => None,
         // v0 has no null: an empty list asks for every topic.
@@ -95,11 +99,38 @@ pub(crate) async fn handle(
         .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics);
+    let mut response = response;
+    if topic_operations {
+        for topic in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &topic.name {
+                topic.topic_authorized_operations = TOPIC_OPERATIONS
+                    .into_iter()
+                    .filter(|op| broker.is_allowed(session, *op, ResourceType::Topic, name))
+                    .fold(0, |bits, op| bits | (1 << op.code()));
+            }
+        }
+    }
+    if cluster_operations {
+        response.cluster_authorized_operations =
+            super::describe_cluster::cluster_operations(broker, session);
+    }
     for topic in &response.topics {
         count_error(broker, &request, topic.error_code);
     }
     respond(&request, &response)
 }
+
+/// The operations that apply to a topic, as Kafka reports them in `topic_authorized_operations`.
+const TOPIC_OPERATIONS: [Operation; 8] = [
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
 
 async fn by_name(broker: &Broker, name: &str, allow_auto_create: bool) -> MetadataResponseTopic {
     if let Some(meta) = broker.meta.topic(name) {
