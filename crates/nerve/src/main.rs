@@ -41,6 +41,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print a topic's records (no consumer group: partitions are assigned directly).
     Consume(cli::consume::ConsumeArgs),
+    /// List, show and replay the dead letters the SDK's consumers left in `<topic>.dlq`.
+    Dlq(cli::dlq::DlqArgs),
     /// List consumer groups; describe one with its members and lag.
     Group(cli::group::GroupArgs),
     /// Register, show, list, check and delete schemas in the schema registry; show or set its
@@ -164,6 +166,7 @@ fn main() -> Result<()> {
         Command::Topic(args) => cli::topic::run(args),
         Command::Produce(args) => cli::produce::run(args),
         Command::Consume(args) => cli::consume::run(args),
+        Command::Dlq(args) => cli::dlq::run(args),
         Command::Group(args) => cli::group::run(args),
         Command::Schema(args) => cli::schema::run(args),
         Command::Status(args) => cli::status::run(args),

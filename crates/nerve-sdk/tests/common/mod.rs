@@ -41,7 +41,7 @@ impl Drop for Cluster {
 }
 
 /// The `nerve` binary: `NERVE_BIN`, or the workspace's debug build.
-fn nerve_bin() -> PathBuf {
+pub fn nerve_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("NERVE_BIN") {
         return PathBuf::from(bin);
     }

@@ -210,7 +210,7 @@ enum Output {
 /// not concern this command: librdkafka's consumer needs a group id even for assigned partitions and
 /// looks up its coordinator, which a secured broker refuses to a user without rights on that group;
 /// nothing here uses the group, and records keep coming.
-fn transient(error: &KafkaError) -> bool {
+pub(crate) fn transient(error: &KafkaError) -> bool {
     matches!(
         error.rdkafka_error_code(),
         Some(

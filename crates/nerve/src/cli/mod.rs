@@ -16,6 +16,7 @@
 
 pub(crate) mod acl;
 pub(crate) mod consume;
+pub(crate) mod dlq;
 pub(crate) mod group;
 pub(crate) mod kafka_client;
 pub(crate) mod produce;

@@ -132,3 +132,46 @@ mod tests {
         }
     }
 }
+
+/// `2024-05-01T12:00:00.250Z` for milliseconds since the Unix epoch (UTC; dates from year 0 to 9999).
+pub(crate) fn format_rfc3339(millis: i64) -> String {
+    let days = millis.div_euclid(86_400_000);
+    let in_day = millis.rem_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn formatting_is_the_inverse_of_parsing() {
+        for millis in [0, 1_714_564_800_250, 951_782_400_000, 4_102_444_799_999, -1] {
+            assert_eq!(
+                parse_rfc3339(&format_rfc3339(millis)),
+                Some(millis),
+                "{millis}"
+            );
+        }
+        assert_eq!(
+            format_rfc3339(1_714_564_800_250),
+            "2024-05-01T12:00:00.250Z"
+        );
+    }
+}
