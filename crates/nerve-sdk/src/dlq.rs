@@ -1,5 +1,5 @@
 //! The dead-letter topic: where a record goes when its handler gave up on it, so that the partition moves
-//! on and the record is kept for a human (or `nerve dlq replay`, to come) to look at.
+//! on and the record is kept for a human (`nerve dlq list|show|replay`) to look at.
 //!
 //! A dead letter is the original record — key, value and headers unchanged — in `<topic>.dlq`, with these
 //! headers added (UTF-8 text; times in milliseconds since the Unix epoch):
