@@ -4,6 +4,7 @@ Users and ACLs are set up the way docs/security.md does it: `nerve user create -
 first start, `nerve acl add` as the super user `admin` (see the `secured` fixture in compat/conftest.py).
 """
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -99,3 +100,39 @@ def test_a_client_certificate_authenticates_over_ssl(secured, new_topic):
     create_topic(secured, elsewhere)
     errors = produce(carol, elsewhere, [b"x"])
     assert errors[0] is not None and errors[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_kafka_python_produces_and_consumes_over_sasl_ssl_with_scram(secured, new_topic):
+    """kafka-python authenticates in Python (its own SCRAM, its own SaslHandshake/SaslAuthenticate)."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.errors import TopicAuthorizationFailedError
+
+    topic = "secure-" + new_topic()
+    create_topic(secured, topic)
+
+    def settings(user, password):
+        return dict(
+            bootstrap_servers=secured.sasl_ssl_bootstrap,
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_plain_username=user,
+            sasl_plain_password=password,
+            ssl_cafile=str(secured.pki.ca_cert),
+        )
+
+    producer = KafkaProducer(**settings("alice", "alice-secret"))
+    for value in (b"one", b"two"):
+        producer.send(topic, value).get(timeout=PATIENCE_S)
+    producer.close()
+    consumer = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000,
+                             group_id="secure-kafka-python", **settings("alice", "alice-secret"))
+    got = [m.value for m in consumer][:2]
+    consumer.close()
+    assert got == [b"one", b"two"]
+
+    bob = KafkaProducer(**settings("bob", "bob-secret"), max_block_ms=10000, retries=0)
+    try:
+        with pytest.raises(TopicAuthorizationFailedError):
+            bob.send(topic, b"x").get(timeout=PATIENCE_S)
+    finally:
+        bob.close()

@@ -75,8 +75,12 @@ pub(crate) async fn handle(
                         ResponseError::TopicAuthorizationFailed,
                     ),
                     Some(name) => {
-                        let may_create = allow_auto_create
-                            && super::admin::may_create(broker, session, name.0.as_str());
+                        // Asked only for a topic that does not exist, so that describing an existing
+                        // one never logs a refused CREATE.
+                        let may_create = || {
+                            allow_auto_create
+                                && super::admin::may_create(broker, session, name.0.as_str())
+                        };
                         by_name(broker, name.0.as_str(), may_create).await
                     }
                     None => error_topic(None, topic.topic_id, ResponseError::InvalidRequest),
@@ -132,14 +136,18 @@ const TOPIC_OPERATIONS: [Operation; 8] = [
     Operation::AlterConfigs,
 ];
 
-async fn by_name(broker: &Broker, name: &str, allow_auto_create: bool) -> MetadataResponseTopic {
+async fn by_name(
+    broker: &Broker,
+    name: &str,
+    allow_auto_create: impl FnOnce() -> bool,
+) -> MetadataResponseTopic {
     if let Some(meta) = broker.meta.topic(name) {
         return describe(broker, &meta);
     }
     if let Err(e) = nerve_storage::validate_topic_name(name) {
         return error_topic(Some(name), uuid::Uuid::nil(), storage_error_code(&e));
     }
-    if !(allow_auto_create && broker.config.auto_create_topics_enable) {
+    if !(broker.config.auto_create_topics_enable && allow_auto_create()) {
         return error_topic(
             Some(name),
             uuid::Uuid::nil(),
