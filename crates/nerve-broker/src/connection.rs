@@ -34,7 +34,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
 use nerve_auth::Principal;
 use nerve_tls::ServerTls;
-use nerve_wire::frame::{parse_request, FrameDecoder};
+use nerve_wire::frame::{parse_request, FrameDecoder, RequestFrame};
 use nerve_wire::FrameError;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -358,15 +358,8 @@ async fn authenticate(
         version: request.api_version(),
         read_at,
     };
-    let span = tracing::info_span!(
-        "request",
-        api = ?request.api_key,
-        api_version = request.api_version(),
-        correlation_id = request.correlation_id(),
-        client_id = request.header.client_id.as_ref().map(|id| id.as_str()),
-        peer = %session.peer,
-    );
-    let answer = span.in_scope(|| authenticator.handle(broker, session, &request));
+    let answer = request_span(&request, session)
+        .in_scope(|| authenticator.handle(broker, session, &request));
     match answer {
         Ok(answer) => {
             accounting.done(broker, None);
@@ -448,16 +441,7 @@ fn start(
         version: request.api_version(),
         read_at,
     };
-    // At info level so that what a handler logs carries the request's client and correlation id; the
-    // fields are few and cheap to record.
-    let span = tracing::info_span!(
-        "request",
-        api = ?request.api_key,
-        api_version = request.api_version(),
-        correlation_id = request.correlation_id(),
-        client_id = request.header.client_id.as_ref().map(|id| id.as_str()),
-        peer = %session.peer,
-    );
+    let span = request_span(&request, session);
     let after = order.last_write.clone();
     let done = if changes_state(request.api_key) {
         let (done, finished) = watch::channel(false);
@@ -490,6 +474,19 @@ fn start(
         handler,
         accounting,
     })
+}
+
+/// The span a request is handled in. At info level so that what a handler logs carries the request's
+/// client and correlation id; the fields are few and cheap to record.
+fn request_span(request: &RequestFrame, session: &Session) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        api = ?request.api_key,
+        api_version = request.api_version(),
+        correlation_id = request.correlation_id(),
+        client_id = request.header.client_id.as_ref().map(|id| id.as_str()),
+        peer = %session.peer,
+    )
 }
 
 /// Reads what the socket has, growing the buffer by what the current frame still needs (bounded), never by

@@ -104,34 +104,23 @@ pub(crate) fn describe(
     session: &Session,
 ) -> Result<Bytes, RequestError> {
     let body: DescribeAclsRequest = decode(&request)?;
-    let filter = enums(
+    let filter = filter(
         body.resource_type_filter,
+        &body.resource_name_filter,
         body.pattern_type_filter,
+        &body.principal_filter,
+        &body.host_filter,
         body.operation,
         body.permission_type,
-    )
-    .map(
-        |(resource_type, pattern_type, operation, permission)| AclBindingFilter {
-            resource_type,
-            resource_name: body.resource_name_filter.as_ref().map(|n| n.to_string()),
-            pattern_type,
-            principal: body.principal_filter.as_ref().map(|p| p.to_string()),
-            host: body.host_filter.as_ref().map(|h| h.to_string()),
-            operation,
-            permission,
-        },
     );
     let outcome = match (refusal(broker, session, Operation::Describe), filter) {
         (Some(error), _) => Err((error, error.to_string())),
-        (None, Err(reason)) => Err((ResponseError::InvalidRequest, reason)),
-        (None, Ok(filter)) => match filter.validate() {
-            Err(e) => Err((ResponseError::InvalidRequest, e.to_string())),
-            Ok(()) => Ok(broker
-                .authorizer
-                .as_ref()
-                .map(|a| a.matching_acls(&filter))
-                .unwrap_or_default()),
-        },
+        (None, Err(refused)) => Err(refused),
+        (None, Ok(filter)) => Ok(broker
+            .authorizer
+            .as_ref()
+            .map(|a| a.matching_acls(&filter))
+            .unwrap_or_default()),
     };
     let response = match outcome {
         Ok(bindings) => DescribeAclsResponse::default().with_resources(by_resource(bindings)),
@@ -159,28 +148,15 @@ pub(crate) async fn delete(
             if let Some(error) = refused {
                 return Err((error, error.to_string()));
             }
-            let filter = enums(
+            filter(
                 f.resource_type_filter,
+                &f.resource_name_filter,
                 f.pattern_type_filter,
+                &f.principal_filter,
+                &f.host_filter,
                 f.operation,
                 f.permission_type,
             )
-            .map(
-                |(resource_type, pattern_type, operation, permission)| AclBindingFilter {
-                    resource_type,
-                    resource_name: f.resource_name_filter.as_ref().map(|n| n.to_string()),
-                    pattern_type,
-                    principal: f.principal_filter.as_ref().map(|p| p.to_string()),
-                    host: f.host_filter.as_ref().map(|h| h.to_string()),
-                    operation,
-                    permission,
-                },
-            )
-            .map_err(|reason| (ResponseError::InvalidRequest, reason))?;
-            filter
-                .validate()
-                .map_err(|e| (ResponseError::InvalidRequest, e.to_string()))?;
-            Ok(filter)
         })
         .collect();
     // Each filter reports what it matched before any deletion, as Kafka's authorizer does: a binding two
@@ -247,6 +223,32 @@ fn refusal(broker: &Broker, session: &Session, operation: Operation) -> Option<R
     }
     (!broker.authorize_cluster(session, operation))
         .then_some(ResponseError::ClusterAuthorizationFailed)
+}
+
+/// A DescribeAcls or DeleteAcls filter from its wire fields (null names: any), checked.
+fn filter(
+    resource_type: i8,
+    name: &Option<StrBytes>,
+    pattern_type: i8,
+    principal: &Option<StrBytes>,
+    host: &Option<StrBytes>,
+    operation: i8,
+    permission: i8,
+) -> Result<AclBindingFilter, (ResponseError, String)> {
+    let invalid = |reason: String| (ResponseError::InvalidRequest, reason);
+    let (resource_type, pattern_type, operation, permission) =
+        enums(resource_type, pattern_type, operation, permission).map_err(invalid)?;
+    let filter = AclBindingFilter {
+        resource_type,
+        resource_name: name.as_ref().map(|n| n.to_string()),
+        pattern_type,
+        principal: principal.as_ref().map(|p| p.to_string()),
+        host: host.as_ref().map(|h| h.to_string()),
+        operation,
+        permission,
+    };
+    filter.validate().map_err(|e| invalid(e.to_string()))?;
+    Ok(filter)
 }
 
 /// The four enums of a binding or filter from their wire codes.

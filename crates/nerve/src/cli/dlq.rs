@@ -19,7 +19,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::timestamp::format_rfc3339;
-use super::{find_topic, print_table, records, row, ClientArgs, ClientLog, REQUEST_TIMEOUT};
+use super::{
+    find_topic, print_table, records, row, ClientArgs, ClientLog, TopicPartitions, REQUEST_TIMEOUT,
+};
 
 /// The header a replayed record carries: `<dead-letter topic>/<partition>@<offset>`.
 pub(crate) const REPLAYED_FROM: &str = "nerve-dlq-replayed-from";
@@ -248,8 +250,8 @@ fn text(bytes: Option<&[u8]>) -> String {
     }
 }
 
-/// Every dead letter of `topic` (or of one partition), up to the end the partitions had at the start.
-fn read(client: &ClientArgs, topic: &str, only: Option<i32>) -> Result<Vec<OwnedMessage>> {
+/// A consumer for the dead-letter topic, and its partitions; an error if it does not exist.
+fn open(client: &ClientArgs, topic: &str) -> Result<(BaseConsumer<ClientLog>, TopicPartitions)> {
     let consumer: BaseConsumer<ClientLog> = client
         .consumer_config()?
         .create_with_context(ClientLog::default())
@@ -259,6 +261,12 @@ fn read(client: &ClientArgs, topic: &str, only: Option<i32>) -> Result<Vec<Owned
     })?;
     let found = find_topic(&metadata, topic)
         .map_err(|_| anyhow!("there is no dead-letter topic {topic}: nothing has died there"))?;
+    Ok((consumer, found))
+}
+
+/// Every dead letter of `topic` (or of one partition), up to the end the partitions had at the start.
+fn read(client: &ClientArgs, topic: &str, only: Option<i32>) -> Result<Vec<OwnedMessage>> {
+    let (consumer, found) = open(client, topic)?;
     let partitions: Vec<i32> = match only {
         Some(p) => {
             found.check_partition(p)?;
@@ -282,16 +290,8 @@ fn read(client: &ClientArgs, topic: &str, only: Option<i32>) -> Result<Vec<Owned
 
 /// The dead letter at `offset` of `partition`.
 fn find(client: &ClientArgs, topic: &str, partition: i32, offset: i64) -> Result<OwnedMessage> {
-    let consumer: BaseConsumer<ClientLog> = client
-        .consumer_config()?
-        .create_with_context(ClientLog::default())
-        .context("cannot create the Kafka consumer")?;
-    let metadata = client.probe(consumer.client(), consumer.context(), || {
-        let _ = consumer.poll(Duration::ZERO);
-    })?;
-    find_topic(&metadata, topic)
-        .map_err(|_| anyhow!("there is no dead-letter topic {topic}: nothing has died there"))?
-        .check_partition(partition)?;
+    let (consumer, found) = open(client, topic)?;
+    found.check_partition(partition)?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, REQUEST_TIMEOUT)
         .with_context(|| format!("cannot read the offsets of {topic}/{partition}"))?;
