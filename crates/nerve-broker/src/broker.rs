@@ -22,6 +22,8 @@ pub struct Broker {
     pub(crate) listeners: Vec<Arc<Listener>>,
     /// Decides every request when `authorizer_enabled`; `None` allows everything.
     pub(crate) authorizer: Option<Authorizer>,
+    /// Checks OAUTHBEARER tokens, when that mechanism is enabled.
+    pub(crate) oauthbearer: Option<nerve_auth::oauthbearer::JwtValidator>,
     /// Serializes ACL changes, which rewrite the stored set.
     acl_changes: Mutex<()>,
     /// Open connections, for the connection limits.
@@ -60,6 +62,7 @@ impl Broker {
             .into_iter()
             .map(Arc::new)
             .collect();
+        let oauthbearer = config.oauthbearer_validator()?;
         let authorizer = if config.authorizer_enabled {
             let authorizer = Authorizer::new(
                 config.super_user_principals()?,
@@ -109,6 +112,7 @@ impl Broker {
             listeners,
             connection_counts: Default::default(),
             authorizer,
+            oauthbearer,
             acl_changes: Mutex::new(()),
             cluster_id,
             validations: Validations::default(),

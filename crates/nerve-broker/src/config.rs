@@ -93,6 +93,17 @@ pub struct BrokerConfig {
     /// `allow.everyone.if.no.acl.found`: a resource no ACL names is open to everyone. Off by default: with
     /// an authorizer, what is not allowed is denied.
     pub allow_everyone_if_no_acl_found: bool,
+    /// The JSON Web Key Set (a file, as `sasl.oauthbearer.jwks.endpoint.url` with `file://`) whose keys sign
+    /// OAUTHBEARER tokens; needed when OAUTHBEARER is enabled. Read at start.
+    pub sasl_oauthbearer_jwks_file: Option<std::path::PathBuf>,
+    /// `sasl.oauthbearer.expected.issuer`: a token's `iss` must be this, when set.
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.expected.audience`: a token's `aud` must contain this, when set.
+    pub sasl_oauthbearer_expected_audience: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal.
+    pub sasl_oauthbearer_sub_claim_name: String,
+    /// `sasl.oauthbearer.clock.skew.seconds`: clock difference tolerated for `exp`, `nbf` and `iat`.
+    pub sasl_oauthbearer_clock_skew_seconds: i64,
 }
 
 impl Default for BrokerConfig {
@@ -128,6 +139,11 @@ impl Default for BrokerConfig {
             authorizer_enabled: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            sasl_oauthbearer_jwks_file: None,
+            sasl_oauthbearer_expected_issuer: None,
+            sasl_oauthbearer_expected_audience: None,
+            sasl_oauthbearer_sub_claim_name: "sub".to_string(),
+            sasl_oauthbearer_clock_skew_seconds: 30,
         }
     }
 }
@@ -161,6 +177,8 @@ pub enum ConfigError {
     SaslMechanism(String),
     #[error("super user {0:?} is not a principal like User:admin")]
     SuperUser(String),
+    #[error("OAUTHBEARER: {0}")]
+    OAuthBearer(String),
 }
 
 impl BrokerConfig {
@@ -190,12 +208,41 @@ impl BrokerConfig {
         TopicConfig::validate(&self.topic_defaults)?;
         self.resolved_listeners()?;
         self.super_user_principals()?;
+        self.oauthbearer_validator()?;
         for mechanism in &self.sasl_enabled_mechanisms {
             if !crate::sasl::MECHANISMS.contains(&mechanism.as_str()) {
                 return Err(ConfigError::SaslMechanism(mechanism.clone()));
             }
         }
         Ok(())
+    }
+
+    /// The OAUTHBEARER token validator, when OAUTHBEARER is enabled (it then needs a key set).
+    pub fn oauthbearer_validator(
+        &self,
+    ) -> Result<Option<nerve_auth::oauthbearer::JwtValidator>, ConfigError> {
+        if !self
+            .sasl_enabled_mechanisms
+            .iter()
+            .any(|m| m == "OAUTHBEARER")
+        {
+            return Ok(None);
+        }
+        let path = self.sasl_oauthbearer_jwks_file.as_ref().ok_or_else(|| {
+            ConfigError::OAuthBearer("enabled without sasl_oauthbearer_jwks_file".into())
+        })?;
+        let json = std::fs::read(path).map_err(|e| {
+            ConfigError::OAuthBearer(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let expect = nerve_auth::oauthbearer::Expectations {
+            issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+            audience: self.sasl_oauthbearer_expected_audience.clone(),
+            principal_claim: Some(self.sasl_oauthbearer_sub_claim_name.clone()),
+            clock_skew_seconds: self.sasl_oauthbearer_clock_skew_seconds,
+        };
+        nerve_auth::oauthbearer::JwtValidator::from_jwks(&json, expect)
+            .map(Some)
+            .map_err(|e| ConfigError::OAuthBearer(format!("{}: {e}", path.display())))
     }
 
     /// `super_users` parsed.

@@ -33,18 +33,21 @@ use crate::error::RequestError;
 use crate::session::Session;
 
 /// Every mechanism Nerve can offer; `sasl_enabled_mechanisms` chooses among them.
-pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl Mechanism {
     fn from_name(name: &str) -> Option<Self> {
-        if name == "PLAIN" {
-            return Some(Mechanism::Plain);
+        match name {
+            "PLAIN" => return Some(Mechanism::Plain),
+            "OAUTHBEARER" => return Some(Mechanism::OAuthBearer),
+            _ => {}
         }
         ScramMechanism::from_name(name).map(Mechanism::Scram)
     }
@@ -53,6 +56,7 @@ impl Mechanism {
         match self {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -204,7 +208,6 @@ impl Authenticator {
                 .with_error_code(ResponseError::IllegalSaslState.code());
             return Ok((respond(request, &response)?, Next::Close));
         }
-        let lifetime = broker.config.connections_max_reauth_ms;
         let (response, next) = match self.step(broker, session, &body.auth_bytes) {
             Step::Illegal => (
                 SaslAuthenticateResponse::default()
@@ -218,10 +221,10 @@ impl Authenticator {
                 SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
                 Next::Continue,
             ),
-            Step::Done(bytes) => (
+            Step::Done(bytes, lifetime_ms) => (
                 SaslAuthenticateResponse::default()
                     .with_auth_bytes(Bytes::from(bytes))
-                    .with_session_lifetime_ms(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+                    .with_session_lifetime_ms(lifetime_ms),
                 Next::Continue,
             ),
             // Kafka's wording; the reason stays in the broker's log, not in what a guesser is told.
@@ -259,7 +262,7 @@ impl Authenticator {
         };
         match self.step(broker, session, token) {
             Step::Challenge(bytes) => (framed(bytes), Next::Continue),
-            Step::Done(bytes) => {
+            Step::Done(bytes, _) => {
                 self.raw_tokens = false;
                 (framed(bytes), Next::Continue)
             }
@@ -274,6 +277,7 @@ impl Authenticator {
         let outcome = match state {
             State::Start => return Step::Illegal,
             State::Handshaken(Mechanism::Plain) => plain(broker, message),
+            State::Handshaken(Mechanism::OAuthBearer) => oauthbearer(broker, message),
             State::Handshaken(Mechanism::Scram(mechanism)) => {
                 let mut server = Box::new(ScramServer::new(mechanism));
                 let lookup = |user: &str| {
@@ -300,6 +304,7 @@ impl Authenticator {
                         Mechanism::Scram(mechanism),
                         Principal::user(outcome.username),
                         outcome.server_final,
+                        None,
                     )),
                     Err(e) => Err(Failure {
                         user,
@@ -308,7 +313,7 @@ impl Authenticator {
                 }
             }
         };
-        let (mechanism, principal, final_bytes) = match outcome {
+        let (mechanism, principal, final_bytes, token_expiry) = match outcome {
             Ok(done) => done,
             Err(failure) => return self.fail(broker, session, failure),
         };
@@ -325,8 +330,17 @@ impl Authenticator {
                 return self.fail(broker, session, failure);
             }
         }
-        let lifetime = broker.config.connections_max_reauth_ms;
-        let expires = (lifetime > 0).then(|| Instant::now() + Duration::from_millis(lifetime));
+        // KIP-368: with re-authentication on, a session lasts connections_max_reauth_ms, and no longer
+        // than the token it was opened with.
+        let mut lifetime_ms =
+            i64::try_from(broker.config.connections_max_reauth_ms).unwrap_or(i64::MAX);
+        if lifetime_ms > 0 {
+            if let Some(expiry) = token_expiry {
+                lifetime_ms = lifetime_ms.min((expiry - now_ms()).max(0));
+            }
+        }
+        let expires = (lifetime_ms > 0)
+            .then(|| Instant::now() + Duration::from_millis(lifetime_ms.unsigned_abs()));
         tracing::debug!(principal = %principal, mechanism = mechanism.name(), peer = %session.peer, "authenticated");
         session.set_principal(principal.clone());
         self.authenticated = Some(Authenticated {
@@ -334,7 +348,7 @@ impl Authenticator {
             mechanism,
             expires,
         });
-        Step::Done(final_bytes)
+        Step::Done(final_bytes, lifetime_ms)
     }
 
     /// Logs an audit line and counts the failure; the answer waits the failed-authentication delay.
@@ -360,8 +374,9 @@ enum Step {
     Illegal,
     /// The mechanism's next challenge.
     Challenge(Vec<u8>),
-    /// Authenticated; the mechanism's last message (SCRAM's server-final, empty for PLAIN).
-    Done(Vec<u8>),
+    /// Authenticated; the mechanism's last message (SCRAM's server-final, empty for PLAIN), and the
+    /// session's lifetime in milliseconds (0: unlimited).
+    Done(Vec<u8>, i64),
     /// Refused; answer after this delay, then close.
     Failed(Duration),
 }
@@ -373,7 +388,11 @@ struct Failure {
 
 /// PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (the strongest
 /// mechanism stored first).
-fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Vec<u8>), Failure> {
+/// What a mechanism's last step yields: the mechanism, who authenticated, the last message to send, and
+/// when the credential expires (ms since the epoch), for credentials that do.
+type MechanismOutcome = (Mechanism, Principal, Vec<u8>, Option<i64>);
+
+fn plain(broker: &Broker, message: &[u8]) -> Result<MechanismOutcome, Failure> {
     let credentials = nerve_auth::plain::parse_plain(message).map_err(|e| Failure {
         user: None,
         reason: e.to_string(),
@@ -388,7 +407,7 @@ fn plain(broker: &Broker, message: &[u8]) -> Result<(Mechanism, Principal, Vec<u
                 .map(|c| from_stored(c).verify_password(m, credentials.password.as_bytes()))
         });
     match verified {
-        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Vec::new())),
+        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Vec::new(), None)),
         Some(false) => Err(Failure {
             user: Some(user),
             reason: "wrong password".into(),
@@ -416,4 +435,43 @@ pub(crate) fn to_stored(credential: ScramCredential) -> nerve_storage::StoredScr
         server_key: credential.server_key,
         iterations: credential.iterations,
     }
+}
+
+/// OAUTHBEARER: a JWT signed by a key of `sasl_oauthbearer_jwks_file`, for the principal its `sub` (or the
+/// configured claim) names; an authorization id, if given, must be that principal.
+fn oauthbearer(broker: &Broker, message: &[u8]) -> Result<MechanismOutcome, Failure> {
+    let failure = |user: Option<String>, reason: String| Failure { user, reason };
+    let message = nerve_auth::oauthbearer::parse_client_message(message)
+        .map_err(|e| failure(None, e.to_string()))?;
+    let Some(validator) = &broker.oauthbearer else {
+        return Err(failure(
+            None,
+            "no key set configured for OAUTHBEARER".into(),
+        ));
+    };
+    let token = validator
+        .validate(&message.token, now_ms() / 1000)
+        .map_err(|e| failure(message.authzid.clone(), e.to_string()))?;
+    if let Some(authzid) = message.authzid.filter(|a| *a != token.principal_name) {
+        return Err(failure(
+            Some(authzid.clone()),
+            nerve_auth::oauthbearer::OAuthError::AuthorizationIdMismatch {
+                authzid,
+                principal: token.principal_name,
+            }
+            .to_string(),
+        ));
+    }
+    Ok((
+        Mechanism::OAuthBearer,
+        Principal::user(token.principal_name),
+        Vec::new(),
+        Some(token.expires_at_ms),
+    ))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -290,6 +290,72 @@ async fn a_v0_handshake_goes_on_in_raw_tokens_and_back_to_requests_once_authenti
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauthbearer_session_ends_with_its_token_and_a_bad_token_is_refused() {
+    let issuer = nerve_auth::testing::TokenIssuer::new("k1");
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(jwks.path(), issuer.jwks()).unwrap();
+    let broker = secured(|config| {
+        config.sasl_enabled_mechanisms = vec!["OAUTHBEARER".into()];
+        config.sasl_oauthbearer_jwks_file = Some(jwks.path().to_path_buf());
+        config.sasl_oauthbearer_expected_audience = Some("nerve".into());
+        config.connections_max_reauth_ms = 3_600_000;
+    })
+    .await;
+    let message = |token: &str, authzid: &str| {
+        Bytes::from(format!("n,{authzid},\x01auth=Bearer {token}\x01\x01"))
+    };
+    let login = |bytes: Bytes| async {
+        let mut client = Client::connect_to(sasl_addr(&broker)).await;
+        let handshake = client
+            .call(
+                1,
+                &SaslHandshakeRequest::default().with_mechanism(s("OAUTHBEARER")),
+            )
+            .await;
+        assert_eq!(handshake.error_code, 0);
+        let answer = client
+            .call(
+                2,
+                &SaslAuthenticateRequest::default().with_auth_bytes(bytes),
+            )
+            .await;
+        (client, answer)
+    };
+    // Re-authentication is on for an hour, the token lives a minute: the session ends with the token.
+    let (token, _) = issuer.token("alice", 60);
+    let (mut alice, answer) = login(message(&token, "")).await;
+    assert_eq!(answer.error_code, 0);
+    assert!(
+        (50_000..=60_000).contains(&answer.session_lifetime_ms),
+        "{}",
+        answer.session_lifetime_ms
+    );
+    let refused = alice
+        .call(9, &produce_request("anything", -1, records("x")))
+        .await;
+    assert_eq!(
+        refused.responses[0].partition_responses[0].error_code, TOPIC_AUTHORIZATION_FAILED,
+        "User:alice is authenticated, and has no ACL"
+    );
+
+    let (expired, _) = issuer.token("alice", -3_600);
+    let (forged, _) = nerve_auth::testing::TokenIssuer::new("k1").token("alice", 60);
+    for (bytes, why) in [
+        (message(&expired, ""), "expired"),
+        (message(&forged, ""), "signed by another key"),
+        (message(&token, "a=bob"), "for another authorization id"),
+        (
+            Bytes::from_static(b"n,,\x01auth=Basic x\x01\x01"),
+            "not a bearer token",
+        ),
+    ] {
+        let (mut client, answer) = login(bytes).await;
+        assert_eq!(answer.error_code, SASL_AUTHENTICATION_FAILED, "{why}");
+        client.expect_closed().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mechanism_not_enabled_is_refused_with_the_enabled_list() {
     let broker = secured(|config| {
         config.sasl_enabled_mechanisms = vec!["SCRAM-SHA-512".into()];

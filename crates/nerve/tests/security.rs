@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nerve_auth::scram::{ScramCredential, ScramMechanism};
+use nerve_auth::testing::TokenIssuer;
 use nerve_auth::{Operation, PatternType, Permission, ResourceType};
 use nerve_storage::{LocalMetaStore, MetaStore, StoredAcl, StoredScramCredential};
 use nerve_tls::testing::TestPki;
@@ -525,4 +526,79 @@ fn connect_from(source: &str, target: SocketAddr) -> Option<TcpStream> {
             .ok()?;
         stream.into_std().ok()
     })
+}
+
+/// Hands librdkafka a fixed token, as a service's token provider would.
+struct TokenSource {
+    token: String,
+    expires_ms: i64,
+}
+
+impl rdkafka::ClientContext for TokenSource {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        Ok(rdkafka::client::OAuthToken {
+            token: self.token.clone(),
+            principal_name: "alice".into(),
+            lifetime_ms: self.expires_ms,
+        })
+    }
+}
+
+#[test]
+fn oauthbearer_tokens_signed_by_the_key_set_authenticate_their_subject() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = TokenIssuer::new("test");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, idp.jwks()).unwrap();
+    let secured = secured(&format!(
+        "sasl_enabled_mechanisms = [\"SCRAM-SHA-512\", \"OAUTHBEARER\"]\n\
+         sasl_oauthbearer_jwks_file = \"{}\"\n\
+         sasl_oauthbearer_expected_audience = \"nerve\"",
+        jwks.display()
+    ));
+    secured.create_topic_as_admin("secure-oauth");
+    let send_with = |token: String, expires_ms: i64, topic: &str| {
+        let mut config = ClientConfig::new();
+        config
+            .set(
+                "bootstrap.servers",
+                format!("127.0.0.1:{}", secured.sasl_ssl),
+            )
+            .set("security.protocol", "SASL_SSL")
+            .set("sasl.mechanism", "OAUTHBEARER")
+            .set("ssl.ca.location", secured.pki.ca_cert.display().to_string())
+            .set("message.timeout.ms", "4000");
+        let producer: FutureProducer<TokenSource> = config
+            .create_with_context(TokenSource { token, expires_ms })
+            .unwrap();
+        futures::executor::block_on(
+            producer.send(FutureRecord::<(), _>::to(topic).payload("paid"), PATIENCE),
+        )
+        .map(|delivery| delivery.offset)
+        .map_err(|(e, _)| e)
+    };
+    // The token's subject is alice, whose ACLs allow the `secure-` topics and nothing else.
+    let (token, expires) = idp.token("alice", 300);
+    send_with(token.clone(), expires, "secure-oauth").expect("alice's token is accepted");
+    secured.create_topic_as_admin("payments");
+    let refused = send_with(token, expires, "payments").unwrap_err();
+    assert_eq!(
+        code(&refused),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+
+    // An expired token, and one signed by a key outside the set, get nowhere.
+    // (librdkafka is told it is still good, as a client with a wrong clock would believe.)
+    let (expired, _) = idp.token("alice", -120);
+    assert!(send_with(expired, expires, "secure-oauth").is_err());
+    let (forged, at) = TokenIssuer::new("test").token("alice", 300);
+    assert!(send_with(forged, at, "secure-oauth").is_err());
+    let log = std::fs::read_to_string(&secured.log).unwrap();
+    assert!(log.contains("the token expired"), "the broker says why");
+    assert!(log.contains("signature is invalid"), "the broker says why");
 }
