@@ -898,6 +898,19 @@ async fn a_client_that_never_authenticates_is_closed_after_the_authentication_ti
     alice.call(12, &MetadataRequest::default()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_and_a_busy_one_is_not() {
+    let broker = secured(|config| config.connections_max_idle_ms = 600).await;
+    let mut idle = Client::connect_to(plaintext_addr(&broker)).await;
+    idle.call(3, &ApiVersionsRequest::default()).await;
+    let mut busy = Client::connect_to(plaintext_addr(&broker)).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        busy.call(3, &ApiVersionsRequest::default()).await;
+    }
+    idle.expect_closed().await;
+}
+
 #[test]
 fn stored_keys_never_appear_in_a_credentials_debug_output() {
     let c = ScramCredential::generate(ScramMechanism::Sha256, b"pw", 4096).unwrap();
