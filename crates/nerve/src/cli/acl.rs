@@ -32,7 +32,7 @@ pub(crate) struct AclArgs {
     command: AclCommand,
 }
 
-/// Which resource: one of the four kinds.
+/// Which resource: one of the five kinds.
 #[derive(Args, Debug, Clone, Default)]
 #[group(id = "resource", multiple = false)]
 struct ResourceArgs {
@@ -48,6 +48,10 @@ struct ResourceArgs {
     /// A transactional id (`*` for every one).
     #[arg(long, value_name = "ID")]
     transactional_id: Option<String>,
+    /// A schema registry subject (`*` for every subject): Nerve's SUBJECT resource type, checked by the
+    /// registry's REST API (see docs/security.md).
+    #[arg(long, value_name = "SUBJECT")]
+    subject: Option<String>,
 }
 
 impl ResourceArgs {
@@ -59,6 +63,8 @@ impl ResourceArgs {
             Some((ResourceType::Group, group.clone()))
         } else if let Some(id) = &self.transactional_id {
             Some((ResourceType::TransactionalId, id.clone()))
+        } else if let Some(subject) = &self.subject {
+            Some((ResourceType::Subject, subject.clone()))
         } else if self.cluster {
             Some((ResourceType::Cluster, CLUSTER_NAME.to_string()))
         } else {
