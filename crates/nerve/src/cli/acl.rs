@@ -492,6 +492,26 @@ mod tests {
     }
 
     #[test]
+    fn subject_names_a_schema_registry_subject() {
+        let bindings = bindings(&binding_args(&[
+            "add",
+            "--allow",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "write",
+            "--subject",
+            "orders",
+            "--prefixed",
+        ]))
+        .unwrap();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(bindings[0].resource_type, ResourceType::Subject);
+        assert_eq!(bindings[0].resource_name, "orders");
+        assert_eq!(bindings[0].pattern_type, PatternType::Prefixed);
+    }
+
+    #[test]
     fn add_makes_one_literal_binding_per_operation_on_any_host() {
         let bindings = bindings(&binding_args(&[
             "add",
