@@ -297,6 +297,22 @@ impl Broker {
         &self.metrics
     }
 
+    /// Checks a user's password against their stored SCRAM credential (as SASL PLAIN does), for the
+    /// HTTP ports' basic auth.
+    pub fn check_password(
+        &self,
+        user: &str,
+        password: &[u8],
+    ) -> Result<(), crate::sasl::PasswordError> {
+        crate::sasl::check_password(self, user, password)
+    }
+
+    /// The authorizer, when `authorizer_enabled`: for the services beside the broker (the schema
+    /// registry) that decide by the same ACLs.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        self.authorizer.as_ref()
+    }
+
     /// The log store, for the services beside the broker that keep their state in topics.
     pub fn log(&self) -> Arc<dyn LogStore> {
         self.log.clone()

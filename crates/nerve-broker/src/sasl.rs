@@ -386,36 +386,55 @@ struct Failure {
     reason: String,
 }
 
-/// PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (the strongest
-/// mechanism stored first).
 /// What a mechanism's last step yields: the mechanism, who authenticated, the last message to send, and
 /// when the credential expires (ms since the epoch), for credentials that do.
 type MechanismOutcome = (Mechanism, Principal, Vec<u8>, Option<i64>);
 
+/// PLAIN: `authzid NUL user NUL password`, checked against the user's SCRAM credential (the strongest
+/// mechanism stored first).
 fn plain(broker: &Broker, message: &[u8]) -> Result<MechanismOutcome, Failure> {
     let credentials = nerve_auth::plain::parse_plain(message).map_err(|e| Failure {
         user: None,
         reason: e.to_string(),
     })?;
     let user = credentials.username.clone();
+    match check_password(broker, &user, credentials.password.as_bytes()) {
+        Ok(()) => Ok((Mechanism::Plain, Principal::user(user), Vec::new(), None)),
+        Err(e) => Err(Failure {
+            user: Some(user),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Why a password was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("wrong password")]
+    WrongPassword,
+}
+
+/// Checks `password` against `user`'s stored SCRAM credential, SCRAM-SHA-512 first, then SCRAM-SHA-256:
+/// what PLAIN and the HTTP ports' basic auth log in with.
+pub(crate) fn check_password(
+    broker: &Broker,
+    user: &str,
+    password: &[u8],
+) -> Result<(), PasswordError> {
     let verified = [ScramMechanism::Sha512, ScramMechanism::Sha256]
         .into_iter()
         .find_map(|m| {
             broker
                 .meta
-                .scram_credential(&user, m.name())
-                .map(|c| from_stored(c).verify_password(m, credentials.password.as_bytes()))
+                .scram_credential(user, m.name())
+                .map(|c| from_stored(c).verify_password(m, password))
         });
     match verified {
-        Some(true) => Ok((Mechanism::Plain, Principal::user(user), Vec::new(), None)),
-        Some(false) => Err(Failure {
-            user: Some(user),
-            reason: "wrong password".into(),
-        }),
-        None => Err(Failure {
-            user: Some(user),
-            reason: "unknown user".into(),
-        }),
+        Some(true) => Ok(()),
+        Some(false) => Err(PasswordError::WrongPassword),
+        None => Err(PasswordError::UnknownUser),
     }
 }
 

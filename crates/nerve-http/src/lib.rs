@@ -5,8 +5,13 @@
 //! The server starts before the broker exists, so that `/healthz` and `/readyz` answer while the logs are
 //! recovered; [`Readiness`] is told as each part comes up, and the endpoints that need the broker answer
 //! 503 until then.
+//!
+//! Both HTTP ports (this server and the schema registry) are served by [`serve_router`] on an
+//! [`HttpListener`], plain or TLS, and may require the broker's users ([`auth`]).
 
 mod admin;
+pub mod auth;
+pub mod listener;
 mod metrics;
 mod readiness;
 
@@ -20,6 +25,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
+pub use auth::{AuthMode, Authenticator, HttpAuth, TokenStore};
+pub use listener::{HttpListener, Peer};
 pub use metrics::with_registry_metrics;
 pub use readiness::Readiness;
 
@@ -89,7 +96,35 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(state))
+    let listener = HttpListener::plain(listener).map_err(HttpError::Serve)?;
+    serve_router(listener, router(state), shutdown).await
+}
+
+/// [`router`] behind `auth` when given (see [`HttpAuth::tokens_only`]): `/healthz` and `/readyz` stay open for probes, and
+/// `POST /v1/tokens` issues bearer tokens (see [`auth::token_routes`]).
+pub fn secured_router(state: HttpState, auth: Option<HttpAuth>) -> Router {
+    match auth {
+        None => router(state),
+        Some(auth) => {
+            let auth = auth.with_open_paths(&["/healthz", "/readyz", "/v1/tokens"]);
+            let app = router(state).merge(auth::token_routes(auth.clone()));
+            if auth.protects_routes() {
+                auth::require_authentication(app, auth)
+            } else {
+                app
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` (plain or TLS) until `shutdown` resolves, then finishes the requests in
+/// flight. Handlers and middleware find the client's address as `ConnectInfo<Peer>`.
+pub async fn serve_router(
+    listener: HttpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(HttpError::Serve)

@@ -3,16 +3,27 @@
 //! Answers are JSON with Confluent's content type; errors are Confluent's
 //! `{"error_code": N, "message": "..."}` with its HTTP statuses, including for unknown paths, wrong methods,
 //! bodies that are not JSON and bodies over the size limit.
+//!
+//! With an [`Access`] (the broker's authorizer), every request is decided by the broker's ACLs on Nerve's
+//! SUBJECT resource type, for the [`Principal`] an authentication layer put in the request's extensions
+//! (`User:ANONYMOUS` without one): reading a subject (its versions, schemas, config, mode, lookups and
+//! compatibility checks) needs READ, registering and setting its config or mode WRITE, deleting it or a
+//! version DELETE; `GET /subjects` lists the subjects the principal may DESCRIBE (READ includes it); a
+//! schema by id needs READ on some subject with that id; the global config and mode need DESCRIBE_CONFIGS
+//! (read) or ALTER_CONFIGS (change) on the CLUSTER.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use nerve_auth::{Operation, Principal, ResourceType};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,18 +40,149 @@ pub const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 /// messages or a large JSON Schema can reach hundreds of KiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 
+/// Decides whether a principal may do an operation to a resource: the broker's ACLs.
+pub trait Access: Send + Sync {
+    /// `host` is the client's IP address as the broker prints it.
+    fn allows(
+        &self,
+        principal: &Principal,
+        host: &str,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool;
+}
+
 #[derive(Clone)]
 struct Api {
     registry: Arc<Registry>,
     max_body: usize,
+    /// `None`: everything is allowed.
+    access: Option<Arc<dyn Access>>,
+}
+
+/// Who sent a request: the principal the authentication layer found (`User:ANONYMOUS` without one) and
+/// the client's address when the layer knew it.
+struct Caller {
+    principal: Principal,
+    host: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Caller {
+            principal: parts
+                .extensions
+                .get::<Principal>()
+                .cloned()
+                .unwrap_or_else(Principal::anonymous),
+            host: parts
+                .extensions
+                .get::<SocketAddr>()
+                .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string()),
+        })
+    }
+}
+
+impl Api {
+    fn allows(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        kind: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.access.as_ref().is_none_or(|access| {
+            access.allows(&caller.principal, &caller.host, operation, kind, name)
+        })
+    }
+
+    /// `Ok` if `caller` may do `operation` to `name` of `kind`; otherwise an audit line and Confluent's
+    /// 40301.
+    fn require(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        kind: ResourceType,
+        name: &str,
+    ) -> Result<(), RegistryError> {
+        if self.allows(caller, operation, kind, name) {
+            return Ok(());
+        }
+        tracing::info!(
+            target: "nerve::audit",
+            principal = %caller.principal,
+            peer = %caller.host,
+            operation = %operation,
+            resource_type = %kind,
+            resource = name,
+            "schema registry authorization denied"
+        );
+        let kind = match kind {
+            ResourceType::Cluster => "cluster",
+            _ => "subject",
+        };
+        Err(RegistryError::Denied {
+            operation: operation.to_string(),
+            resource: format!("{kind}: {name}"),
+        })
+    }
+
+    fn subject(
+        &self,
+        caller: &Caller,
+        operation: Operation,
+        subject: &str,
+    ) -> Result<(), RegistryError> {
+        self.require(caller, operation, ResourceType::Subject, subject)
+    }
+
+    fn cluster(&self, caller: &Caller, operation: Operation) -> Result<(), RegistryError> {
+        self.require(
+            caller,
+            operation,
+            ResourceType::Cluster,
+            nerve_auth::acl::CLUSTER_NAME,
+        )
+    }
+
+    /// A schema by id: READ on some subject that has it (deleted versions included).
+    fn schema_id(&self, caller: &Caller, id: i32) -> Result<(), RegistryError> {
+        if self.access.is_none() {
+            return Ok(());
+        }
+        let subjects = self.registry.id_versions(id, true)?;
+        if subjects.iter().any(|(subject, _)| {
+            self.allows(caller, Operation::Read, ResourceType::Subject, subject)
+        }) {
+            return Ok(());
+        }
+        let first = subjects.first().map_or("", |(s, _)| s.as_str()).to_string();
+        self.subject(caller, Operation::Read, &first)
+    }
 }
 
 type Answer = Result<Response, RegistryError>;
 type Params = Query<HashMap<String, String>>;
 
-/// The registry's routes, accepting bodies up to `max_body` bytes.
+/// The registry's routes, accepting bodies up to `max_body` bytes; everything is allowed.
 pub fn router(registry: Arc<Registry>, max_body: usize) -> Router {
-    let api = Api { registry, max_body };
+    router_with_access(registry, max_body, None)
+}
+
+/// [`router`] with every request decided by `access` when given (see the module's doc).
+pub fn router_with_access(
+    registry: Arc<Registry>,
+    max_body: usize,
+    access: Option<Arc<dyn Access>>,
+) -> Router {
+    let api = Api {
+        registry,
+        max_body,
+        access,
+    };
     Router::new()
         .route("/", get(root))
         .route("/schemas/types", get(schema_types))
@@ -176,7 +318,13 @@ async fn schema_types(State(api): State<Api>) -> Answer {
     ok(&api.registry.schema_types())
 }
 
-async fn schema_by_id(State(api): State<Api>, Path(id): Path<String>, params: Params) -> Answer {
+async fn schema_by_id(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Answer {
+    api.schema_id(&caller, parse_id(&id)?)?;
     let id = parse_id(&id)?;
     ok(&api
         .registry
@@ -184,10 +332,12 @@ async fn schema_by_id(State(api): State<Api>, Path(id): Path<String>, params: Pa
 }
 
 async fn schema_text_by_id(
+    caller: Caller,
     State(api): State<Api>,
     Path(id): Path<String>,
     params: Params,
 ) -> Answer {
+    api.schema_id(&caller, parse_id(&id)?)?;
     let id = parse_id(&id)?;
     text(
         api.registry
@@ -202,7 +352,13 @@ struct SubjectAndVersion {
     version: i32,
 }
 
-async fn id_versions(State(api): State<Api>, Path(id): Path<String>, params: Params) -> Answer {
+async fn id_versions(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Answer {
+    api.schema_id(&caller, parse_id(&id)?)?;
     let id = parse_id(&id)?;
     let versions: Vec<SubjectAndVersion> = api
         .registry
@@ -213,7 +369,13 @@ async fn id_versions(State(api): State<Api>, Path(id): Path<String>, params: Par
     ok(&versions)
 }
 
-async fn id_subjects(State(api): State<Api>, Path(id): Path<String>, params: Params) -> Answer {
+async fn id_subjects(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    params: Params,
+) -> Answer {
+    api.schema_id(&caller, parse_id(&id)?)?;
     let id = parse_id(&id)?;
     let mut subjects: Vec<String> = api
         .registry
@@ -225,17 +387,22 @@ async fn id_subjects(State(api): State<Api>, Path(id): Path<String>, params: Par
     ok(&subjects)
 }
 
-async fn subjects(State(api): State<Api>, params: Params) -> Answer {
+async fn subjects(caller: Caller, State(api): State<Api>, params: Params) -> Answer {
     let prefix = params.get("subjectPrefix").map_or("", String::as_str);
-    ok(&api.registry.subjects(prefix, flag(&params, "deleted")))
+    let mut subjects = api.registry.subjects(prefix, flag(&params, "deleted"));
+    // A hidden subject is the expected outcome of a listing, not a refused request: no audit line.
+    subjects.retain(|s| api.allows(&caller, Operation::Describe, ResourceType::Subject, s));
+    ok(&subjects)
 }
 
 async fn lookup(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     let request: SchemaRequest = body_json(body, api.max_body).await?;
     ok(&api.registry.lookup(
         &subject,
@@ -246,26 +413,36 @@ async fn lookup(
 }
 
 async fn delete_subject(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Delete, &subject)?;
     ok(&api
         .registry
         .delete_subject(&subject, flag(&params, "permanent"))
         .await?)
 }
 
-async fn versions(State(api): State<Api>, Path(subject): Path<String>, params: Params) -> Answer {
+async fn versions(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(subject): Path<String>,
+    params: Params,
+) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     ok(&api.registry.versions(&subject, flag(&params, "deleted"))?)
 }
 
 async fn register(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Write, &subject)?;
     let request: SchemaRequest = body_json(body, api.max_body).await?;
     let id = api
         .registry
@@ -275,10 +452,12 @@ async fn register(
 }
 
 async fn version(
+    caller: Caller,
     State(api): State<Api>,
     Path((subject, version)): Path<(String, String)>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     let spec = VersionSpec::parse(&version)?;
     ok(&api
         .registry
@@ -286,10 +465,12 @@ async fn version(
 }
 
 async fn version_schema(
+    caller: Caller,
     State(api): State<Api>,
     Path((subject, version)): Path<(String, String)>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     let spec = VersionSpec::parse(&version)?;
     text(
         api.registry
@@ -299,18 +480,22 @@ async fn version_schema(
 }
 
 async fn referenced_by(
+    caller: Caller,
     State(api): State<Api>,
     Path((subject, version)): Path<(String, String)>,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     let spec = VersionSpec::parse(&version)?;
     ok(&api.registry.referenced_by(&subject, spec)?)
 }
 
 async fn delete_version(
+    caller: Caller,
     State(api): State<Api>,
     Path((subject, version)): Path<(String, String)>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Delete, &subject)?;
     let spec = VersionSpec::parse(&version)?;
     ok(&api
         .registry
@@ -319,20 +504,24 @@ async fn delete_version(
 }
 
 async fn compatibility_all(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     compatibility(api, subject, None, params, body).await
 }
 
 async fn compatibility_version(
+    caller: Caller,
     State(api): State<Api>,
     Path((subject, version)): Path<(String, String)>,
     params: Params,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     let spec = VersionSpec::parse(&version)?;
     compatibility(api, subject, Some(spec), params, body).await
 }
@@ -376,11 +565,13 @@ fn level_answer(level: CompatibilityLevel) -> Answer {
     ok(&json!({ "compatibilityLevel": level.name() }))
 }
 
-async fn get_config(State(api): State<Api>) -> Answer {
+async fn get_config(caller: Caller, State(api): State<Api>) -> Answer {
+    api.cluster(&caller, Operation::DescribeConfigs)?;
     level_answer(api.registry.config())
 }
 
-async fn put_config(State(api): State<Api>, body: Body) -> Answer {
+async fn put_config(caller: Caller, State(api): State<Api>, body: Body) -> Answer {
+    api.cluster(&caller, Operation::AlterConfigs)?;
     set_level(&api, None, body).await
 }
 
@@ -392,15 +583,18 @@ async fn set_level(api: &Api, subject: Option<&str>, body: Body) -> Answer {
     ok(&json!({ "compatibility": level.name() }))
 }
 
-async fn delete_config(State(api): State<Api>) -> Answer {
+async fn delete_config(caller: Caller, State(api): State<Api>) -> Answer {
+    api.cluster(&caller, Operation::AlterConfigs)?;
     level_answer(api.registry.delete_config(None).await?)
 }
 
 async fn get_subject_config(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     level_answer(
         api.registry
             .subject_config(&subject, flag(&params, "defaultToGlobal"))?,
@@ -408,14 +602,21 @@ async fn get_subject_config(
 }
 
 async fn put_subject_config(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Write, &subject)?;
     set_level(&api, Some(&subject), body).await
 }
 
-async fn delete_subject_config(State(api): State<Api>, Path(subject): Path<String>) -> Answer {
+async fn delete_subject_config(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(subject): Path<String>,
+) -> Answer {
+    api.subject(&caller, Operation::Write, &subject)?;
     level_answer(api.registry.delete_config(Some(&subject)).await?)
 }
 
@@ -436,11 +637,13 @@ fn mode_answer(mode: Mode) -> Answer {
     ok(&json!({ "mode": mode.name() }))
 }
 
-async fn get_mode(State(api): State<Api>) -> Answer {
+async fn get_mode(caller: Caller, State(api): State<Api>) -> Answer {
+    api.cluster(&caller, Operation::DescribeConfigs)?;
     mode_answer(api.registry.mode())
 }
 
-async fn put_mode(State(api): State<Api>, params: Params, body: Body) -> Answer {
+async fn put_mode(caller: Caller, State(api): State<Api>, params: Params, body: Body) -> Answer {
+    api.cluster(&caller, Operation::AlterConfigs)?;
     set_mode(&api, None, &params, body).await
 }
 
@@ -455,10 +658,12 @@ async fn set_mode(api: &Api, subject: Option<&str>, params: &Params, body: Body)
 }
 
 async fn get_subject_mode(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
 ) -> Answer {
+    api.subject(&caller, Operation::Read, &subject)?;
     mode_answer(
         api.registry
             .subject_mode(&subject, flag(&params, "defaultToGlobal"))?,
@@ -466,14 +671,21 @@ async fn get_subject_mode(
 }
 
 async fn put_subject_mode(
+    caller: Caller,
     State(api): State<Api>,
     Path(subject): Path<String>,
     params: Params,
     body: Body,
 ) -> Answer {
+    api.subject(&caller, Operation::Write, &subject)?;
     set_mode(&api, Some(&subject), &params, body).await
 }
 
-async fn delete_subject_mode(State(api): State<Api>, Path(subject): Path<String>) -> Answer {
+async fn delete_subject_mode(
+    caller: Caller,
+    State(api): State<Api>,
+    Path(subject): Path<String>,
+) -> Answer {
+    api.subject(&caller, Operation::Write, &subject)?;
     mode_answer(api.registry.delete_mode(&subject).await?)
 }

@@ -51,6 +51,10 @@ pub enum RegistryError {
     TooLarge(usize),
     #[error("Error in the backend data store: {0}")]
     Store(String),
+    /// The principal may not do `operation` to the resource (`subject: orders-value`,
+    /// `cluster: kafka-cluster`).
+    #[error("User is denied operation {operation} on {resource}")]
+    Denied { operation: String, resource: String },
 }
 
 impl RegistryError {
@@ -77,6 +81,7 @@ impl RegistryError {
             RegistryError::BadRequest(_) => 400,
             RegistryError::TooLarge(_) => 413,
             RegistryError::Store(_) => 500,
+            RegistryError::Denied { .. } => 403,
         }
     }
 
@@ -102,6 +107,7 @@ impl RegistryError {
             RegistryError::BadRequest(_) => 400,
             RegistryError::TooLarge(_) => 413,
             RegistryError::Store(_) => 50001,
+            RegistryError::Denied { .. } => 40301,
         }
     }
 }

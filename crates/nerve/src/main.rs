@@ -120,6 +120,10 @@ struct FileConfig {
 struct HttpSection {
     /// Address the HTTP server binds.
     listen: Option<String>,
+    /// Serve HTTPS with the `[tls]` certificate.
+    tls: bool,
+    /// `none` or `basic` (the broker's SCRAM users, or bearer tokens from `POST /v1/tokens`).
+    authentication: nerve_http::AuthMode,
 }
 
 /// `[registry]`: the schema registry's settings.
@@ -130,6 +134,11 @@ struct RegistrySection {
     listen: Option<String>,
     /// The largest request body accepted, in bytes.
     max_request_bytes: Option<usize>,
+    /// Serve HTTPS with the `[tls]` certificate.
+    tls: bool,
+    /// `none` or `basic` (the broker's SCRAM users, or bearer tokens from the HTTP port's
+    /// `POST /v1/tokens`).
+    authentication: nerve_http::AuthMode,
 }
 
 /// `[kafka]`: the broker's settings; `advertised_listener` is optional here so that its default can
@@ -189,6 +198,16 @@ struct Settings {
     registry_max_body: usize,
     http_listen: SocketAddr,
     tls: Option<nerve_tls::TlsSettings>,
+    /// How each HTTP port is served: TLS or not, and its authentication.
+    registry_port: HttpPortSettings,
+    http_port: HttpPortSettings,
+}
+
+/// `tls` and `authentication` of `[http]` or `[registry]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HttpPortSettings {
+    tls: bool,
+    authentication: nerve_http::AuthMode,
 }
 
 fn resolve(args: &ServeArgs) -> Result<Settings> {
@@ -240,13 +259,21 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
             .unwrap_or("0.0.0.0:8081"),
     )
     .context("invalid --registry-listen")?;
+    let http = file.http.unwrap_or_default();
     let http_listen = parse_addr(
         args.http_listen
             .as_deref()
-            .or(file.http.and_then(|h| h.listen).as_deref())
+            .or(http.listen.as_deref())
             .unwrap_or("0.0.0.0:8080"),
     )
     .context("invalid --http-listen")?;
+    for (section, tls) in [("[registry]", registry.tls), ("[http]", http.tls)] {
+        if tls && file.tls.is_none() {
+            bail!(
+                "{section} tls = true needs the certificate settings of [tls] in the config file"
+            );
+        }
+    }
     Ok(Settings {
         data_dir,
         broker,
@@ -256,6 +283,14 @@ fn resolve(args: &ServeArgs) -> Result<Settings> {
             .unwrap_or(nerve_registry::api::DEFAULT_MAX_BODY_BYTES),
         http_listen,
         tls: file.tls,
+        registry_port: HttpPortSettings {
+            tls: registry.tls,
+            authentication: registry.authentication,
+        },
+        http_port: HttpPortSettings {
+            tls: http.tls,
+            authentication: http.authentication,
+        },
     })
 }
 
@@ -274,6 +309,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         registry_max_body,
         http_listen,
         tls,
+        registry_port,
+        http_port,
     } = resolve(&args)?;
     let tls = match tls {
         Some(settings) => Some(Arc::new(
@@ -288,7 +325,32 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     // First, so that /healthz and /readyz answer while the logs are recovered.
     let http_state = nerve_http::HttpState::new();
-    let http = start_http(http_listen, http_state.clone(), stop.subscribe()).await?;
+    // Bearer tokens are issued by the HTTP port and accepted by both.
+    let tokens = Arc::new(nerve_http::TokenStore::new());
+    let authenticator: Arc<dyn nerve_http::Authenticator> =
+        Arc::new(BrokerLogin(http_state.clone()));
+    let port_auth = |port: HttpPortSettings, style| match port.authentication {
+        nerve_http::AuthMode::None => None,
+        nerve_http::AuthMode::Basic => Some(nerve_http::HttpAuth::new(
+            authenticator.clone(),
+            tokens.clone(),
+            style,
+        )),
+    };
+    let http_auth = port_auth(http_port, nerve_http::auth::ErrorStyle::Http)
+        // Tokens for the registry are issued here even when this port itself is open.
+        .or_else(|| {
+            port_auth(registry_port, nerve_http::auth::ErrorStyle::Http).map(|a| a.tokens_only())
+        });
+    let registry_auth = port_auth(registry_port, nerve_http::auth::ErrorStyle::Registry);
+    let http = start_http(
+        http_listen,
+        http_state.clone(),
+        http_port.tls.then(|| tls.clone()).flatten(),
+        http_auth,
+        stop.subscribe(),
+    )
+    .await?;
     let (meta, log) = {
         let (data_dir, config) = (data_dir.clone(), config.clone());
         // Recovery reads every log from disk: off the runtime's workers, which serve HTTP meanwhile.
@@ -313,13 +375,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     println!("nerve: data in {}", data_dir.display());
-    if let Some(tls) = tls {
+    if let Some(tls) = tls.clone() {
         tokio::spawn(reload_tls_on_sighup(tls));
     }
     let registry = start_registry(
         &broker,
-        registry_listen,
-        registry_max_body,
+        RegistryPort {
+            listen: registry_listen,
+            max_body: registry_max_body,
+            tls: registry_port.tls.then(|| tls.clone()).flatten(),
+            auth: registry_auth,
+        },
         &http_state,
         stop.subscribe(),
     )
@@ -339,19 +405,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Serves `/metrics`, `/healthz`, `/readyz` and `/v1/` on `listen` until `stopped` turns true.
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/v1/` on `listen` until `stopped` turns true; over TLS
+/// with `tls`, behind `auth` when given.
 async fn start_http(
     listen: SocketAddr,
     state: nerve_http::HttpState,
+    tls: Option<Arc<nerve_tls::ServerTls>>,
+    auth: Option<nerve_http::HttpAuth>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
-    let listener = nerve_http::bind(listen).await?;
+    let listener = http_listener(nerve_http::bind(listen).await?, tls)?;
     println!(
-        "nerve: HTTP (metrics, health, admin) on http://{}",
-        listener.local_addr()?
+        "nerve: HTTP (metrics, health, admin) on {}",
+        url_of(&listener)?
     );
+    let app = nerve_http::secured_router(state, auth);
     Ok(tokio::spawn(async move {
-        nerve_http::serve(listener, state, async move {
+        nerve_http::serve_router(listener, app, async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         })
         .await
@@ -359,12 +429,35 @@ async fn start_http(
     }))
 }
 
-/// Opens the schema registry on `_schemas` (created on first start) and serves its REST API on `listen`
-/// until `stopped` turns true.
-async fn start_registry(
-    broker: &Broker,
+fn http_listener(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<nerve_tls::ServerTls>>,
+) -> Result<nerve_http::HttpListener> {
+    Ok(match tls {
+        Some(tls) => nerve_http::HttpListener::tls(listener, tls)?,
+        None => nerve_http::HttpListener::plain(listener)?,
+    })
+}
+
+fn url_of(listener: &nerve_http::HttpListener) -> Result<String> {
+    use axum::serve::Listener as _;
+    let scheme = if listener.is_tls() { "https" } else { "http" };
+    Ok(format!("{scheme}://{}", listener.local_addr()?))
+}
+
+/// Where and how the schema registry is served.
+struct RegistryPort {
     listen: SocketAddr,
     max_body: usize,
+    tls: Option<Arc<nerve_tls::ServerTls>>,
+    auth: Option<nerve_http::HttpAuth>,
+}
+
+/// Opens the schema registry on `_schemas` (created on first start) and serves its REST API until
+/// `stopped` turns true.
+async fn start_registry(
+    broker: &Arc<Broker>,
+    port: RegistryPort,
     http: &nerve_http::HttpState,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
@@ -376,24 +469,73 @@ async fn start_registry(
     let registry = nerve_registry::Registry::open(broker.log(), tp)
         .await
         .context("cannot load the schema registry from _schemas")?;
+    let listen = port.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot bind the schema registry to {listen}"))?;
-    println!(
-        "nerve: schema registry on http://{}",
-        listener.local_addr()?
-    );
+    let listener = http_listener(listener, port.tls)?;
+    println!("nerve: schema registry on {}", url_of(&listener)?);
     broker.set_record_validator(Arc::new(RegistryValidator(registry.clone())));
-    let app =
-        nerve_http::with_registry_metrics(nerve_registry::api::router(registry, max_body), http);
+    // With the authorizer on, the registry's subjects are under the broker's ACLs.
+    let access = broker
+        .authorizer()
+        .is_some()
+        .then(|| Arc::new(BrokerAccess(broker.clone())) as Arc<dyn nerve_registry::api::Access>);
+    let app = nerve_http::with_registry_metrics(
+        nerve_registry::api::router_with_access(registry, port.max_body, access),
+        http,
+    );
+    let app = match port.auth {
+        Some(auth) => nerve_http::auth::require_authentication(app, auth),
+        None => nerve_http::auth::with_peer(app),
+    };
     Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("the schema registry stopped")
+        nerve_http::serve_router(listener, app, async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("the schema registry stopped")
     }))
+}
+
+/// The registry's authorization: the broker's ACLs.
+struct BrokerAccess(Arc<Broker>);
+
+impl nerve_registry::api::Access for BrokerAccess {
+    fn allows(
+        &self,
+        principal: &nerve_auth::Principal,
+        host: &str,
+        operation: nerve_auth::Operation,
+        resource_type: nerve_auth::ResourceType,
+        name: &str,
+    ) -> bool {
+        self.0.authorizer().is_none_or(|authorizer| {
+            authorizer.authorize(principal, host, operation, resource_type, name)
+        })
+    }
+}
+
+/// The HTTP ports' logins: the broker's SCRAM users, once the broker is built.
+struct BrokerLogin(nerve_http::HttpState);
+
+impl nerve_http::Authenticator for BrokerLogin {
+    fn login(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> std::result::Result<nerve_auth::Principal, nerve_http::auth::LoginError> {
+        use nerve_broker::sasl::PasswordError;
+        use nerve_http::auth::LoginError;
+        let Some(broker) = self.0.readiness().broker() else {
+            return Err(LoginError::Starting);
+        };
+        match broker.check_password(user, password.as_bytes()) {
+            Ok(()) => Ok(nerve_auth::Principal::user(user)),
+            Err(PasswordError::UnknownUser) => Err(LoginError::UnknownUser),
+            Err(PasswordError::WrongPassword) => Err(LoginError::WrongPassword),
+        }
+    }
 }
 
 /// Broker-side schema validation by the registry, with Confluent's TopicNameStrategy: a topic's keys are
@@ -557,6 +699,38 @@ mod tests {
         .unwrap();
         assert_eq!(flagged.http_listen, "127.0.0.1:7081".parse().unwrap());
         let file = config_file("[http]\nlisten = \"127.0.0.1:7080\"\nport = 1\n");
+        assert!(resolve(&serve_args(&["--config", file.path().to_str().unwrap()])).is_err());
+    }
+
+    #[test]
+    fn http_ports_take_tls_and_authentication_from_their_sections() {
+        let default = resolve(&serve_args(&[])).unwrap();
+        assert_eq!(default.http_port, HttpPortSettings::default());
+        assert_eq!(
+            default.registry_port.authentication,
+            nerve_http::AuthMode::None
+        );
+        let file = config_file(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n\
+             [http]\ntls = true\nauthentication = \"basic\"\n\
+             [registry]\nauthentication = \"basic\"\n",
+        );
+        let settings = resolve(&serve_args(&["--config", file.path().to_str().unwrap()])).unwrap();
+        assert!(settings.http_port.tls && !settings.registry_port.tls);
+        assert_eq!(
+            settings.http_port.authentication,
+            nerve_http::AuthMode::Basic
+        );
+        assert_eq!(
+            settings.registry_port.authentication,
+            nerve_http::AuthMode::Basic
+        );
+        let file = config_file("[registry]\ntls = true\n");
+        let error = resolve(&serve_args(&["--config", file.path().to_str().unwrap()]))
+            .err()
+            .expect("tls without [tls] is refused");
+        assert!(format!("{error:#}").contains("[tls]"), "{error:#}");
+        let file = config_file("[http]\nauthentication = \"digest\"\n");
         assert!(resolve(&serve_args(&["--config", file.path().to_str().unwrap()])).is_err());
     }
 

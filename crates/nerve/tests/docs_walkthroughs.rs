@@ -147,9 +147,9 @@ impl Background {
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
+                // Keep reading once the expected lines are in: a closed pipe would make the process's
+                // next println (a later start-up line) fail.
+                let _ = lines_tx.send(line);
             }
         });
         self.0.push(child);

@@ -94,7 +94,8 @@ fn spelling_key(s: &str) -> String {
 }
 
 kafka_enum! {
-    /// What kind of thing an ACL protects.
+    /// What kind of thing an ACL protects. `SUBJECT` (code 100) is Nerve's own, a schema registry subject
+    /// as Redpanda's registry ACLs name it: Kafka has no such type, and 100 keeps clear of its codes.
     ResourceType {
         Unknown = 0 => "UNKNOWN",
         Any = 1 => "ANY",
@@ -104,6 +105,7 @@ kafka_enum! {
         TransactionalId = 5 => "TRANSACTIONAL_ID",
         DelegationToken = 6 => "DELEGATION_TOKEN",
         User = 7 => "USER",
+        Subject = 100 => "SUBJECT",
     }
 }
 

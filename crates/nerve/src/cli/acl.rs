@@ -32,7 +32,7 @@ pub(crate) struct AclArgs {
     command: AclCommand,
 }
 
-/// Which resource: one of the four kinds.
+/// Which resource: one of the five kinds.
 #[derive(Args, Debug, Clone, Default)]
 #[group(id = "resource", multiple = false)]
 struct ResourceArgs {
@@ -48,6 +48,10 @@ struct ResourceArgs {
     /// A transactional id (`*` for every one).
     #[arg(long, value_name = "ID")]
     transactional_id: Option<String>,
+    /// A schema registry subject (`*` for every subject): Nerve's SUBJECT resource type, checked by the
+    /// registry's REST API (see docs/security.md).
+    #[arg(long, value_name = "SUBJECT")]
+    subject: Option<String>,
 }
 
 impl ResourceArgs {
@@ -59,6 +63,8 @@ impl ResourceArgs {
             Some((ResourceType::Group, group.clone()))
         } else if let Some(id) = &self.transactional_id {
             Some((ResourceType::TransactionalId, id.clone()))
+        } else if let Some(subject) = &self.subject {
+            Some((ResourceType::Subject, subject.clone()))
         } else if self.cluster {
             Some((ResourceType::Cluster, CLUSTER_NAME.to_string()))
         } else {
@@ -483,6 +489,26 @@ mod tests {
         match parse(args).expect("valid flags") {
             AclCommand::Add(b) | AclCommand::List(b) | AclCommand::Remove(b) => b,
         }
+    }
+
+    #[test]
+    fn subject_names_a_schema_registry_subject() {
+        let bindings = bindings(&binding_args(&[
+            "add",
+            "--allow",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "write",
+            "--subject",
+            "orders",
+            "--prefixed",
+        ]))
+        .unwrap();
+        assert_eq!(bindings.len(), 1);
+        assert_eq!(bindings[0].resource_type, ResourceType::Subject);
+        assert_eq!(bindings[0].resource_name, "orders");
+        assert_eq!(bindings[0].pattern_type, PatternType::Prefixed);
     }
 
     #[test]
