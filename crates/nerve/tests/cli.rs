@@ -6,47 +6,7 @@ mod common;
 use std::net::TcpListener;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{run_nerve, Nerve, Run, PATIENCE};
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
-    }
-
-    /// Panics with everything the command said unless it succeeded.
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&self.stdout),
-            self.stderr
-        );
-        self
-    }
-
-    /// Panics unless the command failed with exit status 1 and one line on stderr containing `expected`.
-    fn fails_with(self, expected: &str) -> Run {
-        assert_eq!(self.code, Some(1), "stderr: {}", self.stderr);
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line on stderr: {}",
-            self.stderr
-        );
-        assert!(
-            self.stderr.contains(expected),
-            "stderr {:?} lacks {expected:?}",
-            self.stderr
-        );
-        self
-    }
-}
-
-/// Runs `nerve ARGS` against `bootstrap` with `stdin`.
-fn nerve(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
-    run_nerve(args, &[("NERVE_BOOTSTRAP", bootstrap)], stdin)
-}
+use common::{nerve, Nerve, PATIENCE};
 
 fn now_ms() -> i64 {
     let since_epoch = SystemTime::now()
@@ -62,18 +22,18 @@ fn topics_are_created_listed_described_and_deleted() {
     let b = &broker.bootstrap();
 
     let created = nerve(b, &["topic", "create", "orders", "--partitions", "3"], b"").ok();
-    assert_eq!(created.stdout(), "created topic orders\n");
+    assert_eq!(created.stdout_text(), "created topic orders\n");
     nerve(b, &["topic", "create", "audit"], b"").ok();
     nerve(b, &["topic", "create", "orders"], b"").fails_with("topic orders already exists");
     assert_eq!(
-        nerve(b, &["topic", "list"], b"").ok().stdout(),
+        nerve(b, &["topic", "list"], b"").ok().stdout_text(),
         "audit\norders\n"
     );
 
     nerve(b, &["produce", "orders", "--partition", "1"], b"one\ntwo\n").ok();
     let described = nerve(b, &["topic", "describe", "orders"], b"")
         .ok()
-        .stdout();
+        .stdout_text();
     let table: Vec<Vec<&str>> = described
         .lines()
         .skip(1)
@@ -100,10 +60,15 @@ fn topics_are_created_listed_described_and_deleted() {
     );
 
     assert_eq!(
-        nerve(b, &["topic", "delete", "orders"], b"").ok().stdout(),
+        nerve(b, &["topic", "delete", "orders"], b"")
+            .ok()
+            .stdout_text(),
         "deleted topic orders\n"
     );
-    assert_eq!(nerve(b, &["topic", "list"], b"").ok().stdout(), "audit\n");
+    assert_eq!(
+        nerve(b, &["topic", "list"], b"").ok().stdout_text(),
+        "audit\n"
+    );
 }
 
 #[test]
@@ -114,7 +79,7 @@ fn altered_configs_show_in_describe_and_the_others_are_kept() {
     let set_on_topic = |b: &str| -> Vec<String> {
         nerve(b, &["topic", "describe", "t"], b"")
             .ok()
-            .stdout()
+            .stdout_text()
             .lines()
             .filter(|line| line.starts_with('*'))
             .map(str::to_string)
@@ -143,7 +108,7 @@ fn altered_configs_show_in_describe_and_the_others_are_kept() {
     )
     .ok();
     assert_eq!(
-        altered.stdout(),
+        altered.stdout_text(),
         "altered topic t: set cleanup.policy=compact, set segment.bytes=1048576\n"
     );
     assert_eq!(
@@ -204,7 +169,7 @@ fn a_missing_topic_is_one_clear_error_for_every_command() {
     nerve(b, &["produce", "ghost"], b"a record\n").fails_with(missing);
     nerve(b, &["consume", "ghost", "--exit-at-end"], b"").fails_with(missing);
     // Producing did not auto-create it behind the user's back.
-    assert_eq!(nerve(b, &["topic", "list"], b"").ok().stdout(), "");
+    assert_eq!(nerve(b, &["topic", "list"], b"").ok().stdout_text(), "");
 }
 
 #[test]
@@ -239,7 +204,7 @@ fn invalid_configs_are_named_from_the_brokers_answer() {
     )
     .fails_with("invalid config cleanup.policy=sometimes");
     // Refused as a whole: nothing was created.
-    assert_eq!(nerve(b, &["topic", "list"], b"").ok().stdout(), "");
+    assert_eq!(nerve(b, &["topic", "list"], b"").ok().stdout_text(), "");
 }
 
 #[test]
@@ -308,7 +273,7 @@ fn produced_lines_come_back_with_keys_headers_and_exact_formatting() {
         b"",
     )
     .ok()
-    .stdout();
+    .stdout_text();
     let t: Vec<&str> = timestamps.lines().collect();
     assert_eq!(t.len(), 5);
     let headers = r#"[{"key":"source","value":"cli"},{"key":"trace","value":"a=b"}]"#;
@@ -322,18 +287,18 @@ fn produced_lines_come_back_with_keys_headers_and_exact_formatting() {
     .join("\n")
         + "\n";
     let json = nerve(b, &["consume", "events", "--exit-at-end", "--json"], b"").ok();
-    assert_eq!(json.stdout(), expected_json);
+    assert_eq!(json.stdout_text(), expected_json);
 
     // --count stops early; --partition 0 holds nothing.
     let first = nerve(b, &["consume", "events", "--count", "1"], b"").ok();
-    assert_eq!(first.stdout(), "signed up\n");
+    assert_eq!(first.stdout_text(), "signed up\n");
     let empty = nerve(
         b,
         &["consume", "events", "--partition", "0", "--exit-at-end"],
         b"",
     )
     .ok();
-    assert_eq!(empty.stdout(), "");
+    assert_eq!(empty.stdout_text(), "");
 }
 
 #[test]
@@ -364,7 +329,7 @@ fn consuming_starts_at_an_offset_or_at_a_time() {
             b"",
         )
         .ok()
-        .stdout()
+        .stdout_text()
     };
     assert_eq!(consume("beginning"), "0 a\n1 b\n2 c\n3 d\n4 e\n");
     assert_eq!(consume("3"), "3 d\n4 e\n");
@@ -382,7 +347,7 @@ fn consuming_starts_at_an_offset_or_at_a_time() {
         b"",
     )
     .ok();
-    assert_eq!(idle.stdout(), "");
+    assert_eq!(idle.stdout_text(), "");
     assert_eq!(idle.stderr, "nerve: 0 records consumed from log\n");
 
     let bad = nerve(b, &["consume", "log", "--from", "yesterday"], b"");
@@ -411,7 +376,7 @@ fn an_oversized_record_fails_the_command_but_not_the_lines_around_it() {
         run.stderr
     );
     let consumed = nerve(b, &["consume", "t", "--exit-at-end"], b"").ok();
-    assert_eq!(consumed.stdout(), "before\nafter\n");
+    assert_eq!(consumed.stdout_text(), "before\nafter\n");
 }
 
 #[test]
@@ -475,14 +440,14 @@ fn every_command_documents_itself_with_examples() {
         &["produce", "--help"],
         &["consume", "--help"],
     ] {
-        let help = nerve("127.0.0.1:1", args, b"").ok().stdout();
+        let help = nerve("127.0.0.1:1", args, b"").ok().stdout_text();
         assert!(help.contains("Examples:"), "{args:?}");
         assert!(help.contains("--bootstrap"), "{args:?}");
         assert!(help.contains("NERVE_BOOTSTRAP"), "{args:?}");
     }
     let consume = nerve("127.0.0.1:1", &["consume", "--help"], b"")
         .ok()
-        .stdout();
+        .stdout_text();
     for placeholder in ["%k", "%v", "%h", "%p", "%o", "%t", "base64"] {
         assert!(consume.contains(placeholder), "{placeholder}");
     }
@@ -517,12 +482,12 @@ fn groups_are_listed_and_described_with_their_lag() {
         .expect("commit");
 
     assert_eq!(
-        nerve(b, &["group", "list"], b"").ok().stdout(),
+        nerve(b, &["group", "list"], b"").ok().stdout_text(),
         "billing  Empty\n"
     );
     let described = nerve(b, &["group", "describe", "billing"], b"")
         .ok()
-        .stdout();
+        .stdout_text();
     let lines: Vec<Vec<&str>> = described
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -553,7 +518,7 @@ fn groups_are_listed_and_described_with_their_lag() {
     let reset = |args: &[&str]| {
         let mut all = vec!["group", "reset-offsets", "billing", "--topic", "orders"];
         all.extend_from_slice(args);
-        nerve(b, &all, b"").ok().stdout()
+        nerve(b, &all, b"").ok().stdout_text()
     };
     let dry = reset(&["--to-earliest", "--dry-run"]);
     assert!(dry.contains("orders  0  2  0\n"), "{dry}");
@@ -565,7 +530,7 @@ fn groups_are_listed_and_described_with_their_lag() {
     assert!(latest.contains("orders  1  0  0\n"), "{latest}");
     let described = nerve(b, &["group", "describe", "billing"], b"")
         .ok()
-        .stdout();
+        .stdout_text();
     let row: Vec<&str> = described
         .lines()
         .nth(2)

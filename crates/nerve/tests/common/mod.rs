@@ -664,6 +664,52 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl Run {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("stdout is UTF-8")
+    }
+
+    /// Panics with everything the command said unless it succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with exit status 1 and one line on stderr containing `expected`.
+    pub fn fails_with(self, expected: &str) -> Run {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "stdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        );
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "one line on stderr: {}",
+            self.stderr
+        );
+        assert!(
+            self.stderr.contains(expected),
+            "stderr {:?} lacks {expected:?}",
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `nerve ARGS` against `bootstrap` with `stdin`.
+pub fn nerve(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Run {
+    run_nerve(args, &[("NERVE_BOOTSTRAP", bootstrap)], stdin)
+}
+
 /// Runs the built `nerve` with `args`, the environment variables `env` and `stdin`, as a user runs it,
 /// bounded by [`PATIENCE`] so that a hanging command fails the test.
 pub fn run_nerve(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
