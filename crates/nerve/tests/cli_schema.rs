@@ -573,8 +573,14 @@ fn an_unreachable_registry_is_one_line_naming_its_url() {
         b"",
     )
     .fails_with(&format!("cannot reach the schema registry at {url}:"));
-    nerve("https://registry.example", &["schema", "list"], b"")
-        .fails_with("https is not supported");
+    nerve("ftp://registry.example", &["schema", "list"], b"")
+        .fails_with("expected http://HOST:PORT or https://HOST:PORT");
+    nerve(
+        &url,
+        &["schema", "list", "--registry-auth", "no-colon"],
+        b"",
+    )
+    .fails_with("--registry-auth: expected USER:PASSWORD");
     nerve(
         &url,
         &["schema", "register", "s", "--file", "/no/such.avsc"],

@@ -449,3 +449,65 @@ fn registry_subjects_follow_the_broker_acls() {
         "no audit line"
     );
 }
+
+#[test]
+fn nerve_schema_talks_to_an_https_registry_with_credentials() {
+    let nerve = secured();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("order.avsc");
+    std::fs::write(
+        &schema,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"}]}"#,
+    )
+    .unwrap();
+    let url = format!("https://localhost:{}", nerve.nerve.registry_port);
+    let ca = nerve.pki.ca_cert.display().to_string();
+    let schema = schema.display().to_string();
+    let run = |user: Option<&str>, args: &[&str]| {
+        let mut all = vec!["schema", "--registry-url", &url, "--registry-ca", &ca];
+        let auth = user.map(|u| format!("{u}:{}", password(u)));
+        if let Some(auth) = &auth {
+            all.extend(["--registry-auth", auth.as_str()]);
+        }
+        all.extend(args);
+        common::run_nerve(&all, &[], b"")
+    };
+    let registered = run(
+        Some("writer"),
+        &["register", "orders-value", "--file", &schema],
+    );
+    assert_eq!(registered.code, Some(0), "{}", registered.stderr);
+    assert!(String::from_utf8_lossy(&registered.stdout).contains("registered orders-value"));
+    let listed = run(Some("reader"), &["list"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("orders-value"));
+    // Without credentials, with a user the ACLs do not allow, or without the CA: a clear refusal.
+    let anonymous = run(None, &["list"]);
+    assert_eq!(anonymous.code, Some(1));
+    assert!(
+        anonymous.stderr.contains("Unauthorized"),
+        "{}",
+        anonymous.stderr
+    );
+    // A new version (an existing one would only be looked up, which READ allows).
+    let evolved = dir.path().join("order-v2.avsc");
+    std::fs::write(
+        &evolved,
+        r#"{"type": "record", "name": "Order", "fields": [{"name": "id", "type": "string"},
+            {"name": "note", "type": "string", "default": ""}]}"#,
+    )
+    .unwrap();
+    let evolved = evolved.display().to_string();
+    let denied = run(
+        Some("reader"),
+        &["register", "orders-value", "--file", &evolved],
+    );
+    assert_eq!(denied.code, Some(1));
+    assert!(denied.stderr.contains("denied"), "{}", denied.stderr);
+    let untrusted = common::run_nerve(&["schema", "--registry-url", &url, "list"], &[], b"");
+    assert_eq!(
+        untrusted.code,
+        Some(1),
+        "a certificate from an unknown CA is refused"
+    );
+}

@@ -29,10 +29,10 @@ pub(crate) mod topic;
 pub(crate) mod user;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use rdkafka::client::Client;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -322,6 +322,31 @@ pub(crate) fn print_table<R: AsRef<[String]>>(rows: &[R]) {
 /// An HTTP client for Nerve's plain-HTTP endpoints (schema registry, admin): error statuses are answers to
 /// read, not failures, and nothing waits forever.
 pub(crate) fn http_agent(accept: Option<&str>) -> ureq::Agent {
+    agent_config(accept).build().into()
+}
+
+/// [`http_agent`] that trusts the CA certificates in the PEM file `ca` for HTTPS (a private CA, as
+/// docs/security.md sets up) instead of the public roots.
+pub(crate) fn https_agent(accept: Option<&str>, ca: &std::path::Path) -> Result<ureq::Agent> {
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let ureq::tls::PemItem::Certificate(cert) =
+            item.with_context(|| format!("{} is not PEM", ca.display()))?
+        {
+            roots.push(cert);
+        }
+    }
+    if roots.is_empty() {
+        bail!("{} holds no PEM certificate", ca.display());
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .build();
+    Ok(agent_config(accept).tls_config(tls).build().into())
+}
+
+fn agent_config(accept: Option<&str>) -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
     let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(Duration::from_secs(5)))
@@ -330,7 +355,7 @@ pub(crate) fn http_agent(accept: Option<&str>) -> ureq::Agent {
     if let Some(accept) = accept {
         config = config.accept(accept);
     }
-    config.build().into()
+    config
 }
 
 /// "1 record", "2 records".

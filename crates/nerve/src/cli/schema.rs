@@ -10,6 +10,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -37,7 +39,7 @@ pub(crate) struct SchemaArgs {
 /// Where the schema registry is, shared by every schema command.
 #[derive(Args, Clone, Debug)]
 struct RegistryArgs {
-    /// The schema registry's base URL (any Confluent-compatible registry works; plain HTTP only).
+    /// The schema registry's base URL (any Confluent-compatible registry works), http:// or https://.
     #[arg(
         long,
         env = "NERVE_REGISTRY_URL",
@@ -46,6 +48,17 @@ struct RegistryArgs {
         global = true
     )]
     registry_url: String,
+    /// HTTP basic credentials for a registry that asks for them, as Confluent's `basic.auth.user.info`.
+    #[arg(
+        long,
+        env = "NERVE_REGISTRY_AUTH",
+        value_name = "USER:PASSWORD",
+        global = true
+    )]
+    registry_auth: Option<String>,
+    /// The CA certificates (PEM) that sign an https registry's certificate [default: the public roots].
+    #[arg(long, env = "NERVE_REGISTRY_CA", value_name = "FILE", global = true)]
+    registry_ca: Option<PathBuf>,
 }
 
 /// How `get` and `list` print.
@@ -325,7 +338,7 @@ Examples:
 }
 
 pub(crate) fn run(args: SchemaArgs) -> Result<()> {
-    let registry = Registry::new(&args.registry.registry_url)?;
+    let registry = Registry::new(&args.registry)?;
     match args.command {
         SchemaCommand::Register { subject, input } => register(&registry, &subject, &input),
         SchemaCommand::Get {
@@ -480,20 +493,45 @@ type Answer<T> = std::result::Result<T, Failure>;
 struct Registry {
     base: String,
     agent: ureq::Agent,
+    /// `Basic ...`, when credentials were given.
+    authorization: Option<String>,
 }
 
 impl Registry {
-    fn new(url: &str) -> Result<Registry> {
+    fn new(args: &RegistryArgs) -> Result<Registry> {
+        let url = &args.registry_url;
         let base = url.trim_end_matches('/').to_string();
-        if base.starts_with("https://") {
-            bail!("--registry-url {url}: https is not supported, only plain http://");
-        }
-        if !base.starts_with("http://") || base.len() <= "http://".len() {
-            bail!("--registry-url {url}: expected http://HOST:PORT");
+        let host = base
+            .strip_prefix("http://")
+            .or_else(|| base.strip_prefix("https://"));
+        if host.is_none_or(str::is_empty) {
+            bail!("--registry-url {url}: expected http://HOST:PORT or https://HOST:PORT");
         }
         // Error answers carry the registry's message; they are read, not turned into bare statuses.
-        let agent = super::http_agent(Some(CONTENT_TYPE));
-        Ok(Registry { base, agent })
+        let agent = match &args.registry_ca {
+            Some(ca) => super::https_agent(Some(CONTENT_TYPE), ca)?,
+            None => super::http_agent(Some(CONTENT_TYPE)),
+        };
+        let authorization = match &args.registry_auth {
+            Some(user_info) if !user_info.contains(':') => {
+                bail!("--registry-auth: expected USER:PASSWORD")
+            }
+            Some(user_info) => Some(format!("Basic {}", BASE64.encode(user_info))),
+            None => None,
+        };
+        Ok(Registry {
+            base,
+            agent,
+            authorization,
+        })
+    }
+
+    /// Adds the credentials, if any.
+    fn authorized<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
+            None => request,
+        }
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> String {
@@ -509,7 +547,7 @@ impl Registry {
 
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Answer<T> {
         let url = self.url(path, query);
-        self.answer(self.agent.get(&url).call())
+        self.answer(self.authorized(self.agent.get(&url)).call())
     }
 
     fn delete<T: serde::de::DeserializeOwned>(
@@ -518,7 +556,7 @@ impl Registry {
         query: &[(&str, &str)],
     ) -> Answer<T> {
         let url = self.url(path, query);
-        self.answer(self.agent.delete(&url).call())
+        self.answer(self.authorized(self.agent.delete(&url)).call())
     }
 
     fn post<T: serde::de::DeserializeOwned>(
@@ -529,8 +567,7 @@ impl Registry {
     ) -> Answer<T> {
         let url = self.url(path, query);
         let result = self
-            .agent
-            .post(&url)
+            .authorized(self.agent.post(&url))
             .header("Content-Type", CONTENT_TYPE)
             .send(body.to_string());
         self.answer(result)
@@ -544,8 +581,7 @@ impl Registry {
     ) -> Answer<T> {
         let url = self.url(path, query);
         let result = self
-            .agent
-            .put(&url)
+            .authorized(self.agent.put(&url))
             .header("Content-Type", CONTENT_TYPE)
             .send(body.to_string());
         self.answer(result)
