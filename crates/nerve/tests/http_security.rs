@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
-use nerve_auth::scram::{ScramCredential, ScramMechanism};
 use nerve_auth::{Operation, PatternType, Permission, ResourceType};
-use nerve_storage::{LocalMetaStore, MetaStore, StoredAcl, StoredScramCredential};
+use nerve_storage::{LocalMetaStore, MetaStore, StoredAcl};
 use nerve_tls::testing::TestPki;
 
 /// A secured Nerve whose registry and HTTP ports both speak HTTPS and require basic auth; users `admin`
@@ -104,18 +103,7 @@ fn bootstrap(data: &Path) {
     runtime.block_on(async {
         let meta = LocalMetaStore::open(data).unwrap();
         for user in ["admin", "reader", "writer"] {
-            let c =
-                ScramCredential::generate(ScramMechanism::Sha512, password(user).as_bytes(), 4096)
-                    .unwrap();
-            let stored = StoredScramCredential {
-                salt: c.salt,
-                stored_key: c.stored_key,
-                server_key: c.server_key,
-                iterations: c.iterations,
-            };
-            meta.set_scram_credential(user, "SCRAM-SHA-512", Some(stored))
-                .await
-                .unwrap();
+            store_scram_user(&meta, user, &password(user)).await;
         }
         let allow =
             |name: &str, pattern: PatternType, principal: &str, operation: Operation| StoredAcl {

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use nerve_auth::scram::{ScramCredential, ScramMechanism};
 use nerve_auth::testing::TokenIssuer;
 use nerve_auth::{Operation, PatternType, Permission, ResourceType};
-use nerve_storage::{LocalMetaStore, MetaStore, StoredAcl, StoredScramCredential};
+use nerve_storage::{LocalMetaStore, MetaStore, StoredAcl};
 use nerve_tls::testing::TestPki;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -114,21 +113,7 @@ fn bootstrap_users_and_acls(data: &Path) {
     runtime.block_on(async {
         let meta = LocalMetaStore::open(data).unwrap();
         for user in ["admin", "alice", "bob"] {
-            let c = ScramCredential::generate(
-                ScramMechanism::Sha512,
-                format!("{user}-secret").as_bytes(),
-                4096,
-            )
-            .unwrap();
-            let stored = StoredScramCredential {
-                salt: c.salt,
-                stored_key: c.stored_key,
-                server_key: c.server_key,
-                iterations: c.iterations,
-            };
-            meta.set_scram_credential(user, "SCRAM-SHA-512", Some(stored))
-                .await
-                .unwrap();
+            store_scram_user(&meta, user, &format!("{user}-secret")).await;
         }
         let allow = |resource_type: ResourceType,
                      name: &str,

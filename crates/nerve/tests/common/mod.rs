@@ -759,3 +759,24 @@ pub fn run_nerve(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Run {
         stderr: stderr.join().expect("stderr reader"),
     }
 }
+
+/// Stores `user`'s SCRAM-SHA-512 credential for `password` (4096 iterations) in the metadata store, as
+/// `nerve user create --data-dir` does before a broker starts.
+pub async fn store_scram_user(meta: &nerve_storage::LocalMetaStore, user: &str, password: &str) {
+    use nerve_storage::MetaStore as _;
+    let c = nerve_auth::scram::ScramCredential::generate(
+        nerve_auth::scram::ScramMechanism::Sha512,
+        password.as_bytes(),
+        4096,
+    )
+    .expect("a credential");
+    let stored = nerve_storage::StoredScramCredential {
+        salt: c.salt,
+        stored_key: c.stored_key,
+        server_key: c.server_key,
+        iterations: c.iterations,
+    };
+    meta.set_scram_credential(user, "SCRAM-SHA-512", Some(stored))
+        .await
+        .expect("the credential is stored");
+}
