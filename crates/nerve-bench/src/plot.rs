@@ -142,6 +142,90 @@ pub(crate) fn bars(
     Ok(())
 }
 
+/// One line of a line chart: `points` (x, y) of `series` (a target).
+pub(crate) struct Line {
+    pub(crate) series: String,
+    pub(crate) points: Vec<(f64, f64)>,
+}
+
+/// A line chart with a logarithmic y axis (latencies span orders of magnitude between an idle and a
+/// saturated server) and a horizontal reference line, such as a latency target.
+pub(crate) fn lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    lines: &[Line],
+    reference: Option<(&str, f64)>,
+) -> Result<()> {
+    register_font();
+    let points = lines.iter().flat_map(|l| l.points.iter());
+    let x_max = points.clone().map(|p| p.0).fold(0.0, f64::max).max(1e-9) * 1.05;
+    let ys = points
+        .map(|p| p.1)
+        .chain(reference.map(|r| r.1))
+        .filter(|y| *y > 0.0);
+    let y_min = ys.clone().fold(f64::INFINITY, f64::min);
+    let y_max = ys.fold(0.0, f64::max);
+    let (y_min, y_max) = if y_min.is_finite() && y_max > 0.0 {
+        (y_min / 1.5, y_max * 1.5)
+    } else {
+        (0.1, 10.0)
+    };
+    let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 20))
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.1}"))
+        .label_style((FAMILY, 13))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (s, line) in lines.iter().enumerate() {
+        let color = COLORS[s % COLORS.len()];
+        let points: Vec<(f64, f64)> = line.points.iter().copied().filter(|p| p.1 > 0.0).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(line.series.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], color.stroke_width(2)));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )
+            .map_err(|e| err(&e))?;
+    }
+    if let Some((name, value)) = reference {
+        let style = ShapeStyle::from(&BLACK.mix(0.6)).stroke_width(1);
+        chart
+            .draw_series(LineSeries::new([(0.0, value), (x_max, value)], style))
+            .map_err(|e| err(&e))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 13))
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +253,25 @@ mod tests {
             &[("disk", 120.0), ("loopback", 3000.0)],
         )
         .unwrap();
+        let png = std::fs::read(&path).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+
+    #[test]
+    fn draws_latency_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lines.png");
+        let lines = vec![
+            Line {
+                series: "nerve".into(),
+                points: vec![(10.0, 1.2), (50.0, 2.5), (90.0, 40.0)],
+            },
+            Line {
+                series: "redis".into(),
+                points: vec![(20.0, 0.8), (80.0, 0.0)],
+            },
+        ];
+        super::lines(&path, "p99", "MB/s", "ms", &lines, Some(("5 ms", 5.0))).unwrap();
         let png = std::fs::read(&path).unwrap();
         assert_eq!(&png[1..4], b"PNG");
     }

@@ -9,8 +9,18 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vm_rss(&status)
 }
 
+/// `VmHWM` of process `pid`, in bytes: the most it was resident at any time since it started.
+pub(crate) fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_kib_field(&status, "VmHWM:")
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    parse_kib_field(status, "VmRSS:")
+}
+
+fn parse_kib_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -16,19 +16,18 @@
 //! acknowledgements received in it, and records received in it. Latency percentiles cover the records due
 //! in it. The correctness check covers every record: each acknowledged record must be received exactly once.
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::proc_info;
-use crate::target::{Destination, Record, Target, TargetInfo};
+use crate::target::{AckSink, Destination, Record, Target, TargetError, TargetInfo, Ticket};
 
 /// Timestamp (8 bytes), producer number (4), sequence number (8).
 pub(crate) const HEADER_BYTES: usize = 20;
@@ -285,7 +284,7 @@ impl Drop for StopOnDrop {
 }
 
 /// The measurement window and the end of sending, in [`epoch`] nanoseconds.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Clock {
     start: u64,
     window_start: u64,
@@ -348,12 +347,12 @@ pub(crate) async fn run(
     }
     let mut producers = Vec::new();
     for i in 0..workload.producers {
-        producers.push(
-            target
-                .producer(destination, i)
-                .await
-                .context("opening a producer")?,
-        );
+        let acks = Arc::new(ProducerAcks::default());
+        let producer = target
+            .producer(destination, i, acks.clone())
+            .await
+            .context("opening a producer")?;
+        producers.push((producer, acks));
     }
 
     // A short lead so that every producer task is running when the first record is due.
@@ -364,6 +363,9 @@ pub(crate) async fn run(
         window_start,
         end: window_start + workload.duration.as_nanos() as u64,
     };
+    for (_, acks) in &producers {
+        acks.lock().clock = clock;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     // Whatever way this function returns (an error included), the consumer tasks end with it.
@@ -412,9 +414,11 @@ pub(crate) async fn run(
     }
 
     let mut producer_tasks = Vec::new();
-    for (index, producer) in producers.into_iter().enumerate() {
+    for (index, (producer, acks)) in producers.into_iter().enumerate() {
         let workload = workload.clone();
-        producer_tasks.push(tokio::spawn(produce(index, producer, workload, clock)));
+        producer_tasks.push(tokio::spawn(produce(
+            index, producer, acks, workload, clock,
+        )));
     }
     let mut results = Vec::new();
     for task in producer_tasks {
@@ -512,63 +516,82 @@ fn report(
     }
 }
 
-/// One producer's send loop, with its acknowledgements collected by a second task so that sending never
-/// waits for them.
-async fn produce(
-    index: usize,
-    mut producer: Box<dyn crate::target::Producer>,
-    workload: Workload,
+/// One producer's acknowledgements as they arrive, from the client's delivery thread or task.
+#[derive(Default)]
+struct ProducerAcks {
+    state: Mutex<AckState>,
+}
+
+struct AckState {
     clock: Clock,
-) -> Result<ProducerResult> {
-    let filler = pseudo_random(workload.record_bytes, 0x9e37_79b9_7f4a_7c15 ^ index as u64);
-    let in_flight = Arc::new(Semaphore::new(workload.max_in_flight.max(1)));
-    let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<(crate::target::Ack, u64, u64, _)>();
-    let collector = tokio::spawn(async move {
-        let mut result = ProducerResult {
-            sent: 0,
+    acked: u64,
+    acked_in_window: u64,
+    acked_bits: Bits,
+    errors: u64,
+    first_error: Option<String>,
+    ack_latency: Histogram<u64>,
+}
+
+impl Default for AckState {
+    fn default() -> Self {
+        AckState {
+            clock: Clock::default(),
             acked: 0,
             acked_in_window: 0,
             acked_bits: Bits::default(),
             errors: 0,
             first_error: None,
             ack_latency: histogram(),
-            max_lag_ns: 0,
-        };
-        let mut pending = FuturesUnordered::new();
-        let mut open = true;
-        while open || !pending.is_empty() {
-            tokio::select! {
-                next = acks_rx.recv(), if open => match next {
-                    Some((ack, due, seq, permit)) => pending.push(ack.map(move |r| {
-                        drop(permit);
-                        (r, due, seq)
-                    })),
-                    None => open = false,
-                },
-                Some((outcome, due, seq)) = pending.next(), if !pending.is_empty() => {
-                    let now = now_ns();
-                    match outcome {
-                        Ok(()) => {
-                            result.acked += 1;
-                            result.acked_bits.set(seq);
-                            if clock.in_window(now) {
-                                result.acked_in_window += 1;
-                            }
-                            if clock.in_window(due) {
-                                result.ack_latency.saturating_record(now.saturating_sub(due));
-                            }
-                        }
-                        Err(e) => {
-                            result.errors += 1;
-                            result.first_error.get_or_insert_with(|| e.to_string());
-                        }
-                    }
+        }
+    }
+}
+
+impl ProducerAcks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckState> {
+        // Each update is a few assignments: a panic elsewhere cannot leave the state half-written.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl AckSink for ProducerAcks {
+    fn ack(&self, ticket: Ticket, outcome: Result<(), TargetError>) {
+        let now = now_ns();
+        let mut state = self.lock();
+        match outcome {
+            Ok(()) => {
+                state.acked += 1;
+                state.acked_bits.set(ticket.seq);
+                if state.clock.in_window(now) {
+                    state.acked_in_window += 1;
+                }
+                if state.clock.in_window(ticket.due) {
+                    state
+                        .ack_latency
+                        .saturating_record(now.saturating_sub(ticket.due));
                 }
             }
+            Err(e) => {
+                state.errors += 1;
+                state.first_error.get_or_insert_with(|| e.to_string());
+            }
         }
-        result
-    });
+        // The ticket's in-flight slot is released as it drops, after the bookkeeping.
+    }
+}
 
+/// One producer's send loop. Acknowledgements reach `acks` on the client's own thread or task, so sending
+/// never waits for them; the in-flight limit is the semaphore whose permits the tickets hold.
+async fn produce(
+    index: usize,
+    mut producer: Box<dyn crate::target::Producer>,
+    acks: Arc<ProducerAcks>,
+    workload: Workload,
+    clock: Clock,
+) -> Result<ProducerResult> {
+    // One buffer for every record: the header is rewritten in place and each client copies what it keeps.
+    let mut payload = pseudo_random(workload.record_bytes, 0x9e37_79b9_7f4a_7c15 ^ index as u64);
+    let mut key = Vec::with_capacity(32);
+    let in_flight = Arc::new(Semaphore::new(workload.max_in_flight.max(1)));
     let step_ns = match workload.rate {
         Rate::Fixed(rate) => Some(1e9 / rate),
         Rate::Max => None,
@@ -605,33 +628,52 @@ async fn produce(
                 now
             }
         };
-        let permit = in_flight
+        let slot = in_flight
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let mut payload = filler.clone();
         encode_header(&mut payload, due, index as u32, seq);
-        let key =
-            (workload.keys > 0).then(|| format!("key-{}", global % workload.keys).into_bytes());
-        let ack = match producer.send(Record { key, payload }).await {
-            Ok(ack) => ack,
-            Err(e) => {
-                send_error = Some(e.to_string());
-                break;
-            }
+        let key = (workload.keys > 0).then(|| {
+            key.clear();
+            let _ = write!(key, "key-{}", global % workload.keys);
+            key.as_slice()
+        });
+        let ticket = Ticket {
+            due,
+            seq,
+            _slot: slot,
         };
-        max_lag_ns = max_lag_ns.max(now_ns().saturating_sub(due));
-        sent += 1;
-        if acks_tx.send((ack, due, seq, permit)).is_err() {
+        if let Err(e) = producer
+            .send(
+                Record {
+                    key,
+                    payload: &payload,
+                },
+                ticket,
+            )
+            .await
+        {
+            send_error = Some(e.to_string());
             break;
         }
+        max_lag_ns = max_lag_ns.max(now_ns().saturating_sub(due));
+        sent += 1;
     }
     let flushed = producer.flush(FLUSH_TIMEOUT).await;
-    drop(acks_tx);
-    let mut result = collector.await.context("the ack collector panicked")?;
-    result.sent = sent;
-    result.max_lag_ns = max_lag_ns;
+    // The client is done with the sink; what it reported is final.
+    drop(producer);
+    let state = std::mem::take(&mut *acks.lock());
+    let mut result = ProducerResult {
+        sent,
+        acked: state.acked,
+        acked_in_window: state.acked_in_window,
+        acked_bits: state.acked_bits,
+        errors: state.errors,
+        first_error: state.first_error,
+        ack_latency: state.ack_latency,
+        max_lag_ns,
+    };
     if let Some(e) = send_error {
         result.errors += 1;
         result.first_error.get_or_insert(e);

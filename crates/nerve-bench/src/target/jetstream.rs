@@ -13,7 +13,7 @@
 //! so (`--nats-sync-always`); a server older than 2.10 cannot sync always at all, and its durable cases are
 //! reported as unavailable rather than run under a name they do not deserve.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use futures::stream::SelectAll;
 
 use super::{
-    partitions_of, Ack, Acks, Consumer, Destination, Durability, Partitioner, Producer, Record,
-    Sink, Target, TargetError, TargetInfo,
+    partitions_of, Ack, AckSink, Acks, Consumer, Destination, Durability, Partitioner, PendingAcks,
+    Producer, Record, Sink, Target, TargetError, TargetInfo, Ticket,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -214,12 +214,14 @@ impl Target for JetStreamTarget {
         &self,
         destination: &Destination,
         index: usize,
+        acks: Arc<dyn AckSink>,
     ) -> Result<Box<dyn Producer>, TargetError> {
         let context = self.context().await?;
         let subjects = (0..destination.partitions)
             .map(|p| subject(destination, p))
             .collect();
         Ok(Box::new(JetStreamProducer {
+            pending: PendingAcks::new(acks),
             context,
             subjects,
             partitioner: Partitioner::new(destination.partitions, index),
@@ -279,6 +281,7 @@ impl Target for JetStreamTarget {
 const ASYNC_NATS_VERSION: &str = "0.46";
 
 struct JetStreamProducer {
+    pending: PendingAcks,
     context: Context,
     subjects: Vec<String>,
     partitioner: Partitioner,
@@ -286,26 +289,30 @@ struct JetStreamProducer {
 
 #[async_trait]
 impl Producer for JetStreamProducer {
-    async fn send(&mut self, record: Record) -> Result<Ack, TargetError> {
-        let p = self.partitioner.pick(record.key.as_deref());
+    async fn send(&mut self, record: Record<'_>, ticket: Ticket) -> Result<(), TargetError> {
+        let p = self.partitioner.pick(record.key);
         let ack = self
             .context
-            .publish(self.subjects[p as usize].clone(), record.payload.into())
+            .publish(
+                self.subjects[p as usize].clone(),
+                record.payload.to_vec().into(),
+            )
             .await
             .map_err(|e| server_error("publish", e))?;
-        Ok(Box::pin(async move {
+        let ack: Ack = Box::pin(async move {
             ack.await
                 .map(|_| ())
                 .map_err(|e| TargetError::Server(format!("PubAck: {e}")))
-        }))
+        });
+        self.pending.push(ack, ticket)
     }
 
     async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError> {
-        // The PubAcks themselves are awaited by the workload; this only pushes out what is buffered.
         tokio::time::timeout(timeout, self.context.client().flush())
             .await
             .map_err(|_| TargetError::Server(format!("flush: not done in {timeout:?}")))?
-            .map_err(|e| server_error("flush", e))
+            .map_err(|e| server_error("flush", e))?;
+        self.pending.finish(timeout).await
     }
 }
 

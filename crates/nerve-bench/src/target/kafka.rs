@@ -6,22 +6,25 @@
 //! Consumers are assigned partitions directly (no group): a group's join and rebalance would add seconds of
 //! start-up that have nothing to do with the broker's speed, and the workload splits partitions itself.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{
-    Ack, Acks, Consumer, Destination, Durability, Producer, Record, Sink, Target, TargetError,
-    TargetInfo, MAX_PER_POLL,
+    AckSink, Acks, Consumer, Destination, Durability, Producer, Record, Sink, Target, TargetError,
+    TargetInfo, Ticket, MAX_PER_POLL,
 };
 
 /// How long the broker may take to answer the first metadata request before it counts as unreachable.
@@ -242,16 +245,17 @@ impl Target for KafkaTarget {
         &self,
         destination: &Destination,
         _index: usize,
+        acks: Arc<dyn AckSink>,
     ) -> Result<Box<dyn Producer>, TargetError> {
         let mut config = self.base_config();
         for (k, v) in Self::producer_settings(destination) {
             config.set(k, v);
         }
-        let producer: FutureProducer = config
-            .create()
+        let producer: ThreadedProducer<AckContext> = config
+            .create_with_context(AckContext { sink: acks })
             .map_err(|e| TargetError::Config(e.to_string()))?;
         Ok(Box::new(KafkaProducer {
-            producer,
+            producer: Arc::new(producer),
             topic: destination.name.clone(),
         }))
     }
@@ -310,31 +314,45 @@ impl Target for KafkaTarget {
     }
 }
 
+/// Hands librdkafka's delivery reports straight to the workload's sink, on librdkafka's polling thread:
+/// no future, channel or task per record, so that the load generator costs as little as the client allows.
+struct AckContext {
+    sink: Arc<dyn AckSink>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<Ticket>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(TargetError::Server(e.to_string())),
+        };
+        self.sink.ack(*ticket, outcome);
+    }
+}
+
 struct KafkaProducer {
-    producer: FutureProducer,
+    producer: Arc<ThreadedProducer<AckContext>>,
     topic: String,
 }
 
 #[async_trait]
 impl Producer for KafkaProducer {
-    async fn send(&mut self, record: Record) -> Result<Ack, TargetError> {
+    async fn send(&mut self, record: Record<'_>, ticket: Ticket) -> Result<(), TargetError> {
+        let mut message =
+            BaseRecord::with_opaque_to(&self.topic, Box::new(ticket)).payload(record.payload);
+        if let Some(key) = record.key {
+            message = message.key(key);
+        }
         loop {
-            let mut message = FutureRecord::to(&self.topic).payload(&record.payload);
-            if let Some(key) = &record.key {
-                message = message.key(key);
-            }
-            match self.producer.send_result(message) {
-                Ok(delivery) => {
-                    return Ok(Box::pin(delivery.map(|result| match result {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(TargetError::Server(e.to_string())),
-                        Err(_) => Err(TargetError::Server(
-                            "the producer was dropped before the acknowledgement".into(),
-                        )),
-                    })));
-                }
+            match self.producer.send(message) {
+                Ok(()) => return Ok(()),
                 // librdkafka's queue is full: this is the target's backpressure, so wait for room.
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    message = returned;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((e, _)) => return Err(TargetError::Server(e.to_string())),
@@ -343,7 +361,8 @@ impl Producer for KafkaProducer {
     }
 
     async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError> {
-        let producer = self.producer.clone();
+        // rd_kafka_flush returns once every delivery report was served, so the sink has them all.
+        let producer = Arc::clone(&self.producer);
         blocking(move || {
             producer
                 .flush(timeout)

@@ -7,10 +7,13 @@
 //!
 //! - [`Target`]: describes itself, checks that it is reachable, creates (and removes) the destination,
 //!   opens producers and consumers, and tells the resident memory of its server process when it knows it.
-//! - [`Producer`]: pipelined sends. [`Producer::send`] hands one record to the client library and returns
-//!   an [`Ack`] future that resolves when the server acknowledged the record, with the guarantee asked for
-//!   in [`Destination::acks`]. The workload keeps many acks outstanding; a send must never wait for its own
-//!   acknowledgement, only for room in the client's queue (that wait is the target's backpressure).
+//! - [`Producer`]: pipelined sends. [`Producer::send`] hands one record to the client library with its
+//!   [`Ticket`]; when the server acknowledged the record (with the guarantee asked for in
+//!   [`Destination::acks`]) or refused it, the target hands the ticket back to the producer's [`AckSink`].
+//!   A send must never wait for its own acknowledgement, only for room in the client's queue (that wait is
+//!   the target's backpressure). Clients that report deliveries by callback (librdkafka) call the sink from
+//!   their callback, with no per-record future or channel; clients that answer each send with a future put
+//!   it in a [`PendingAcks`].
 //! - [`Consumer`]: hands every record it receives to a sink, as fast as the client delivers them. The
 //!   workload splits the destination's partitions between consumers by index (see
 //!   [`Target::consumer`]), so that together they see each record exactly once.
@@ -29,10 +32,15 @@ pub(crate) mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
 use serde::Serialize;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::JoinHandle;
 
 /// How durable an acknowledged record must be on the server, for targets that can choose per destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -183,8 +191,80 @@ pub(crate) fn url_port(url: &str) -> Option<u16> {
     host_port.rsplit_once(':')?.1.parse().ok()
 }
 
-/// Resolves when the server acknowledged one record (or refused it).
+/// Resolves when the server acknowledged one record (or refused it), for clients that answer a send with a
+/// future; see [`PendingAcks`].
 pub(crate) type Ack = Pin<Box<dyn Future<Output = Result<(), TargetError>> + Send>>;
+
+/// One record's bookkeeping: handed to [`Producer::send`] with the record, and back to the producer's
+/// [`AckSink`] with the record's outcome. Holding it holds one of the producer's in-flight slots.
+pub(crate) struct Ticket {
+    /// When the record was due ([`crate::workload::epoch`] nanoseconds).
+    pub(crate) due: u64,
+    /// The producer's sequence number of the record.
+    pub(crate) seq: u64,
+    pub(crate) _slot: OwnedSemaphorePermit,
+}
+
+/// Where a producer's acknowledgements go: the workload's accounting. Called from whatever thread the
+/// client delivers on (librdkafka's polling thread, a tokio task).
+pub(crate) trait AckSink: Send + Sync {
+    fn ack(&self, ticket: Ticket, outcome: Result<(), TargetError>);
+}
+
+/// The acknowledgement futures of a client that answers each send with one: awaited on a task of their own
+/// (so that sending never waits for them) and reported to the sink.
+pub(crate) struct PendingAcks {
+    queue: Option<mpsc::UnboundedSender<(Ack, Ticket)>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl PendingAcks {
+    pub(crate) fn new(sink: Arc<dyn AckSink>) -> PendingAcks {
+        let (queue, mut rx) = mpsc::unbounded_channel::<(Ack, Ticket)>();
+        let task = tokio::spawn(async move {
+            let mut pending = FuturesUnordered::new();
+            let mut open = true;
+            while open || !pending.is_empty() {
+                tokio::select! {
+                    next = rx.recv(), if open => match next {
+                        Some((ack, ticket)) => pending.push(async move { (ack.await, ticket) }),
+                        None => open = false,
+                    },
+                    Some((outcome, ticket)) = pending.next(), if !pending.is_empty() => {
+                        sink.ack(ticket, outcome);
+                    }
+                }
+            }
+        });
+        PendingAcks {
+            queue: Some(queue),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) fn push(&self, ack: Ack, ticket: Ticket) -> Result<(), TargetError> {
+        self.queue
+            .as_ref()
+            .and_then(|q| q.send((ack, ticket)).ok())
+            .ok_or_else(|| TargetError::Server("send after flush".to_string()))
+    }
+
+    /// Waits (up to `timeout`) until every pushed acknowledgement has reached the sink; no push after it.
+    pub(crate) async fn finish(&mut self, timeout: Duration) -> Result<(), TargetError> {
+        self.queue = None;
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(timeout, task)
+                .await
+                .map_err(|_| {
+                    TargetError::Server(format!("acknowledgements still missing after {timeout:?}"))
+                })?
+                .map_err(|e| {
+                    TargetError::Server(format!("the acknowledgement task failed: {e}"))
+                })?;
+        }
+        Ok(())
+    }
+}
 
 /// A benchmark target: one kind of server at one address. One value serves a whole run: `connect` once,
 /// then `prepare`, `producer`/`consumer` for each client, and `cleanup`.
@@ -198,12 +278,14 @@ pub(crate) trait Target: Send + Sync {
     /// requested durability, and returns once producers and consumers can use it.
     async fn prepare(&self, destination: &Destination) -> Result<(), TargetError>;
 
-    /// Opens producer number `index`. Each producer is used by one task; targets whose clients are
-    /// shared internally may still return one client per producer so that producers do not serialise.
+    /// Opens producer number `index`, which reports its acknowledgements to `acks`. Each producer is used
+    /// by one task; targets whose clients are shared internally may still return one client per producer
+    /// so that producers do not serialise.
     async fn producer(
         &self,
         destination: &Destination,
         index: usize,
+        acks: Arc<dyn AckSink>,
     ) -> Result<Box<dyn Producer>, TargetError>;
 
     /// Opens consumer number `index` of `count`, reading from the beginning of the destination. Consumer
@@ -225,21 +307,23 @@ pub(crate) trait Target: Send + Sync {
     fn server_pid(&self) -> Option<u32>;
 }
 
-/// One record to send: an optional key and the payload (the workload's header, then filler).
-pub(crate) struct Record {
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) payload: Vec<u8>,
+/// One record to send: an optional key and the payload (the workload's header, then filler). Borrowed: the
+/// workload reuses one buffer, and each client copies what it keeps.
+pub(crate) struct Record<'a> {
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: &'a [u8],
 }
 
 /// A pipelined producer; see the module documentation.
 #[async_trait]
 pub(crate) trait Producer: Send {
-    /// Hands `record` to the client and returns its acknowledgement future without waiting for it. Waits
-    /// for room when the client's queue is full (the target's backpressure, which the open loop sees as
-    /// lateness).
-    async fn send(&mut self, record: Record) -> Result<Ack, TargetError>;
+    /// Hands `record` to the client without waiting for its acknowledgement, which goes to the producer's
+    /// [`AckSink`] with `ticket`. Waits for room when the client's queue is full (the target's
+    /// backpressure, which the open loop sees as lateness). On an error the ticket is dropped unreported.
+    async fn send(&mut self, record: Record<'_>, ticket: Ticket) -> Result<(), TargetError>;
 
-    /// Sends whatever the client still buffers and waits up to `timeout` for it to be acknowledged.
+    /// Sends whatever the client still buffers and waits up to `timeout` until every record sent has
+    /// reached the sink.
     async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError>;
 }
 

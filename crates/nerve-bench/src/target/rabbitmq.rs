@@ -16,6 +16,7 @@
 //! lapin does not expose the server properties of `connection.start`, so the version comes from a separate
 //! handshake that reads that frame and hangs up ([`server_version`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,8 +33,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    partitions_of, Ack, Acks, Consumer, Destination, Durability, Partitioner, Producer, Record,
-    Sink, Target, TargetError, TargetInfo,
+    partitions_of, AckSink, Acks, Consumer, Destination, Durability, Partitioner, PendingAcks,
+    Producer, Record, Sink, Target, TargetError, TargetInfo, Ticket,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,6 +216,7 @@ impl Target for RabbitMqTarget {
         &self,
         destination: &Destination,
         index: usize,
+        acks: Arc<dyn AckSink>,
     ) -> Result<Box<dyn Producer>, TargetError> {
         let (connection, channel) = self.channel().await?;
         channel
@@ -224,6 +226,7 @@ impl Target for RabbitMqTarget {
         let properties =
             BasicProperties::default().with_delivery_mode(if durable(destination) { 2 } else { 1 });
         Ok(Box::new(RabbitMqProducer {
+            pending: PendingAcks::new(acks),
             _connection: connection,
             channel,
             queues: (0..destination.partitions)
@@ -286,6 +289,7 @@ impl Target for RabbitMqTarget {
 const LAPIN_VERSION: &str = "3.7";
 
 struct RabbitMqProducer {
+    pending: PendingAcks,
     /// Held so that the connection lives as long as the channel.
     _connection: Connection,
     channel: Channel,
@@ -296,39 +300,42 @@ struct RabbitMqProducer {
 
 #[async_trait]
 impl Producer for RabbitMqProducer {
-    async fn send(&mut self, record: Record) -> Result<Ack, TargetError> {
-        let p = self.partitioner.pick(record.key.as_deref());
+    async fn send(&mut self, record: Record<'_>, ticket: Ticket) -> Result<(), TargetError> {
+        let p = self.partitioner.pick(record.key);
         let confirm = self
             .channel
             .basic_publish(
                 "",
                 &self.queues[p as usize],
                 BasicPublishOptions::default(),
-                &record.payload,
+                record.payload,
                 self.properties.clone(),
             )
             .await
             .map_err(|e| server_error("basic.publish", e))?;
-        Ok(Box::pin(
-            tokio::time::timeout(CONFIRM_TIMEOUT, confirm).map(|r| match r {
-                Err(_) => Err(TargetError::Server(format!(
-                    "no confirm in {CONFIRM_TIMEOUT:?}"
-                ))),
-                Ok(Err(e)) => Err(server_error("confirm", e)),
-                Ok(Ok(Confirmation::Nack(_))) => Err(TargetError::Server(
-                    "the server nacked the message".to_string(),
-                )),
-                Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(()),
-            }),
-        ))
+        self.pending.push(
+            Box::pin(
+                tokio::time::timeout(CONFIRM_TIMEOUT, confirm).map(|r| match r {
+                    Err(_) => Err(TargetError::Server(format!(
+                        "no confirm in {CONFIRM_TIMEOUT:?}"
+                    ))),
+                    Ok(Err(e)) => Err(server_error("confirm", e)),
+                    Ok(Ok(Confirmation::Nack(_))) => Err(TargetError::Server(
+                        "the server nacked the message".to_string(),
+                    )),
+                    Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(()),
+                }),
+            ),
+            ticket,
+        )
     }
 
     async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError> {
         tokio::time::timeout(timeout, self.channel.wait_for_confirms())
             .await
             .map_err(|_| TargetError::Server(format!("flush: not done in {timeout:?}")))?
-            .map(|_| ())
-            .map_err(|e| server_error("waiting for confirms", e))
+            .map_err(|e| server_error("waiting for confirms", e))?;
+        self.pending.finish(timeout).await
     }
 }
 

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -30,8 +30,8 @@ use redis::{AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    partitions_of, Ack, Acks, Consumer, Destination, Durability, Partitioner, Producer, Record,
-    Sink, Target, TargetError, TargetInfo,
+    partitions_of, Ack, AckSink, Acks, Consumer, Destination, Durability, Partitioner, PendingAcks,
+    Producer, Record, Sink, Target, TargetError, TargetInfo, Ticket,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -219,11 +219,13 @@ impl Target for RedisTarget {
         &self,
         destination: &Destination,
         index: usize,
+        acks: Arc<dyn AckSink>,
     ) -> Result<Box<dyn Producer>, TargetError> {
         let conn = self.connection().await?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(write(conn, rx));
         Ok(Box::new(RedisProducer {
+            pending: PendingAcks::new(acks),
             keys: (0..destination.partitions)
                 .map(|p| stream_key(destination, p))
                 .collect(),
@@ -336,6 +338,7 @@ fn answer(reply: redis::RedisResult<Value>, batch: Vec<Queued>) {
 }
 
 struct RedisProducer {
+    pending: PendingAcks,
     keys: Vec<String>,
     partitioner: Partitioner,
     queue: Option<mpsc::Sender<Queued>>,
@@ -344,24 +347,25 @@ struct RedisProducer {
 
 #[async_trait]
 impl Producer for RedisProducer {
-    async fn send(&mut self, record: Record) -> Result<Ack, TargetError> {
-        let p = self.partitioner.pick(record.key.as_deref());
+    async fn send(&mut self, record: Record<'_>, ticket: Ticket) -> Result<(), TargetError> {
+        let p = self.partitioner.pick(record.key);
         let queue = self
             .queue
             .as_ref()
             .ok_or_else(|| TargetError::Server("send after flush".to_string()))?;
         let (ack, acked) = oneshot::channel();
         queue
-            .send((self.keys[p as usize].clone(), record.payload, ack))
+            .send((self.keys[p as usize].clone(), record.payload.to_vec(), ack))
             .await
             .map_err(|_| TargetError::Server("the writer task ended".to_string()))?;
-        Ok(Box::pin(async move {
+        let ack: Ack = Box::pin(async move {
             acked.await.unwrap_or_else(|_| {
                 Err(TargetError::Server(
                     "the writer task ended before the reply".to_string(),
                 ))
             })
-        }))
+        });
+        self.pending.push(ack, ticket)
     }
 
     async fn flush(&mut self, timeout: Duration) -> Result<(), TargetError> {
@@ -373,7 +377,7 @@ impl Producer for RedisProducer {
                 .map_err(|_| TargetError::Server(format!("flush: not done in {timeout:?}")))?
                 .map_err(|e| server_error("the writer task", e))?;
         }
-        Ok(())
+        self.pending.finish(timeout).await
     }
 }
 
