@@ -402,3 +402,55 @@ mod tests {
         assert!(compile(r#"syntax = "proto3"; import "other.proto";"#).is_err());
     }
 }
+
+#[cfg(test)]
+mod event_schema_tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::ProtobufSchema;
+
+    #[derive(Serialize, Deserialize)]
+    struct Misnamed {
+        id: String,
+    }
+
+    impl Event for Misnamed {
+        const NAME: &'static str = "test.Misnamed";
+
+        fn key(&self) -> Option<String> {
+            None
+        }
+
+        fn protobuf_schema() -> Option<ProtobufSchema> {
+            Some(ProtobufSchema {
+                proto: r#"syntax = "proto3"; package test; message Named { string id = 1; }"#,
+                // Without its package: not the full name.
+                message: "Named",
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_the_file_does_not_declare_is_refused_before_registering() {
+        // A registry that is never asked: the failure comes before any request.
+        let codec =
+            ProtobufRegistryCodec::new(RegistryClient::new("http://127.0.0.1:9").expect("a URL"));
+        let error = codec
+            .encode("t", &Misnamed { id: "a".into() })
+            .await
+            .expect_err("no such message");
+        assert!(
+            matches!(
+                error,
+                CodecError::InvalidEventSchema {
+                    event_type: "test.Misnamed",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.to_string().contains("no message Named"), "{error}");
+        assert_eq!(codec.registry().requests_sent(), 0);
+    }
+}

@@ -5,12 +5,18 @@
 //! resolves to the event type's own schema (Avro's schema resolution: fields the reader lacks are skipped,
 //! fields the writer lacks take the reader's defaults), so producers and consumers upgrade independently as
 //! long as the registry's compatibility checks pass.
+//!
+//! apache-avro is not written for hostile input, so a datum is walked first ([`bounds`]) and decoded only
+//! if its lengths, counts and nesting are within what its bytes can honestly hold.
+
+mod bounds;
 
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, Once, PoisonError};
 
+use apache_avro::schema::{Name, ResolvedSchema};
 use apache_avro::Schema;
 use async_trait::async_trait;
 
@@ -35,7 +41,14 @@ pub struct AvroRegistryCodec {
     /// Each event type's own schema; `None` for types without one.
     own: Arc<Mutex<HashMap<TypeId, Option<Arc<OwnSchema>>>>>,
     /// Writers' schemas by registry id.
-    writers: Arc<Mutex<HashMap<u32, Arc<Schema>>>>,
+    writers: Arc<Mutex<HashMap<u32, Arc<Writer>>>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    schema: Schema,
+    /// The named types the schema defines, for the bounds walk; apache-avro rebuilds this per datum.
+    names: HashMap<Name, Schema>,
 }
 
 #[derive(Debug)]
@@ -89,9 +102,9 @@ impl AvroRegistryCodec {
     }
 
     /// The schema registered with `id`, which must be an Avro one, parsed once.
-    async fn writer_schema(&self, id: u32) -> Result<Arc<Schema>, CodecError> {
-        if let Some(schema) = lock(&self.writers).get(&id) {
-            return Ok(Arc::clone(schema));
+    async fn writer_schema(&self, id: u32) -> Result<Arc<Writer>, CodecError> {
+        if let Some(writer) = lock(&self.writers).get(&id) {
+            return Ok(Arc::clone(writer));
         }
         let registered = self.registry.schema(id).await?;
         if registered.schema_type != "AVRO" {
@@ -101,15 +114,21 @@ impl AvroRegistryCodec {
                 expected: "AVRO",
             });
         }
-        let parsed =
-            parse(&registered.schema).map_err(|reason| CodecError::InvalidWriterSchema {
-                id,
-                schema_type: "AVRO",
-                reason,
-            })?;
-        let parsed = Arc::new(parsed);
-        lock(&self.writers).insert(id, Arc::clone(&parsed));
-        Ok(parsed)
+        let invalid = |reason: String| CodecError::InvalidWriterSchema {
+            id,
+            schema_type: "AVRO",
+            reason,
+        };
+        let schema = parse(&registered.schema).map_err(invalid)?;
+        let names = ResolvedSchema::try_from(&schema)
+            .map_err(|e| invalid(e.to_string()))?
+            .get_names()
+            .iter()
+            .map(|(name, named)| (name.clone(), (*named).clone()))
+            .collect();
+        let writer = Arc::new(Writer { schema, names });
+        lock(&self.writers).insert(id, Arc::clone(&writer));
+        Ok(writer)
     }
 }
 
@@ -148,22 +167,16 @@ impl Codec for AvroRegistryCodec {
             id,
             reason,
         };
-        // apache-avro is not hardened against hostile input; a panic in it on a garbage payload must
-        // fail this record, not the consumer.
+        bounds::check(&writer.schema, &writer.names, datum).map_err(decode_error)?;
+        // The walk leaves apache-avro only datums it can read; should it still panic on one, that fails
+        // this record, not the consumer.
         let decoded = catch_unwind(AssertUnwindSafe(|| {
             let value = apache_avro::from_avro_datum(
-                &writer,
+                &writer.schema,
                 &mut datum,
                 reader.as_ref().map(|r| &r.parsed),
             )
             .map_err(|e| e.to_string())?;
-            // One datum is the whole value: bytes left over mean it was written with another schema.
-            if !datum.is_empty() {
-                return Err(format!(
-                    "{} byte(s) left after the datum: not written with this schema",
-                    datum.len()
-                ));
-            }
             apache_avro::from_value::<E>(&value).map_err(|e| e.to_string())
         }));
         match decoded {
@@ -185,4 +198,90 @@ fn parse(text: &str) -> Result<Schema, String> {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Each cache update is one insert: whatever panicked while holding the lock left the map whole.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Schemaless {
+        id: String,
+    }
+
+    impl Event for Schemaless {
+        const NAME: &'static str = "test.Schemaless";
+
+        fn key(&self) -> Option<String> {
+            None
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Misdeclared {
+        id: String,
+    }
+
+    impl Event for Misdeclared {
+        const NAME: &'static str = "test.Misdeclared";
+
+        fn key(&self) -> Option<String> {
+            None
+        }
+
+        fn avro_schema() -> Option<String> {
+            Some(r#"{"type": "record", "name": "Misdeclared", "fields": [{"name": "id"}]}"#.into())
+        }
+    }
+
+    /// A client for a registry that is never asked: these failures come before any request.
+    fn codec() -> AvroRegistryCodec {
+        AvroRegistryCodec::new(RegistryClient::new("http://127.0.0.1:9").expect("a URL"))
+    }
+
+    #[tokio::test]
+    async fn a_type_without_a_valid_schema_is_refused_before_registering() {
+        let codec = codec();
+        let error = codec
+            .encode("t", &Schemaless { id: "a".into() })
+            .await
+            .expect_err("no schema");
+        assert!(
+            matches!(
+                error,
+                CodecError::NoSchema {
+                    event_type: "test.Schemaless",
+                    method: "avro_schema"
+                }
+            ),
+            "{error}"
+        );
+        let error = codec
+            .encode("t", &Misdeclared { id: "a".into() })
+            .await
+            .expect_err("a field without a type");
+        assert!(
+            matches!(
+                error,
+                CodecError::InvalidEventSchema {
+                    event_type: "test.Misdeclared",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(!error.is_transient());
+        assert_eq!(codec.registry().requests_sent(), 0);
+    }
+
+    #[test]
+    fn the_allocation_limit_is_set_once_for_the_process() {
+        let _ = codec();
+        assert_eq!(
+            apache_avro::util::max_allocation_bytes(usize::MAX),
+            AVRO_MAX_ALLOCATION_BYTES
+        );
+    }
 }
