@@ -12,6 +12,60 @@
 //! `<topic>-value` (the TopicNameStrategy), so Confluent's deserializers read their records and theirs read
 //! Confluent's. A decoding failure is permanent ([`CodecError::is_transient`] is false): the consumer
 //! runtime dead-letters the record instead of retrying it. Only an unreachable registry is transient.
+//!
+//! ```no_run
+//! use nerve_sdk::{
+//!     AvroRegistryCodec, ClientConfig, Event, ProtobufRegistryCodec, ProtobufSchema, Publisher,
+//!     RegistryClient,
+//! };
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct OrderPlaced {
+//!     order_id: String,
+//!     total_cents: u64,
+//! }
+//!
+//! impl Event for OrderPlaced {
+//!     const NAME: &'static str = "shop.OrderPlaced";
+//!
+//!     fn key(&self) -> Option<String> {
+//!         Some(self.order_id.clone())
+//!     }
+//!
+//!     fn avro_schema() -> Option<String> {
+//!         Some(
+//!             r#"{"type": "record", "name": "OrderPlaced", "namespace": "shop", "fields": [
+//!                 {"name": "order_id", "type": "string"},
+//!                 {"name": "total_cents", "type": "long"}
+//!             ]}"#
+//!             .to_string(),
+//!         )
+//!     }
+//!
+//!     fn protobuf_schema() -> Option<ProtobufSchema> {
+//!         Some(ProtobufSchema {
+//!             proto: r#"syntax = "proto3";
+//!                 package shop;
+//!                 message OrderPlaced { string order_id = 1; uint64 total_cents = 2; }"#,
+//!             message: "shop.OrderPlaced",
+//!         })
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ClientConfig::new();
+//! config.set("bootstrap.servers", "127.0.0.1:9092");
+//! let registry = RegistryClient::new("http://127.0.0.1:8081")?;
+//! let order = OrderPlaced { order_id: "o-1".into(), total_cents: 4200 };
+//!
+//! let avro = Publisher::new(&config, "orders", AvroRegistryCodec::new(registry.clone()))?;
+//! avro.publish(&order).await?;
+//! let protobuf = Publisher::new(&config, "orders.pb", ProtobufRegistryCodec::new(registry))?;
+//! protobuf.publish(&order).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 mod avro;
 mod json;

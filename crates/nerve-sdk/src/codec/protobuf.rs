@@ -1,16 +1,4 @@
-//! Protobuf in the registry's wire format.
-//!
-//! After the 5-byte header comes the path to the message within its `.proto` file, Confluent's message
-//! indexes: a zigzag varint count, then that many zigzag varint indexes (into the file's top-level
-//! messages, then into each one's nested messages). The first top-level message, `[0]`, is written as the
-//! single byte `0` (a count of 0). The Protobuf message follows.
-//!
-//! Events are not generated Protobuf types but serde types: encoding maps the event's serde shape onto the
-//! message with Protobuf's JSON mapping (proto or JSON field names, 64-bit integers as numbers or strings,
-//! enums by name), and decoding maps the message back with the proto field names and every field present,
-//! defaults included, so a serde struct whose fields are all required reads a message that left some at
-//! their defaults. A `bytes` field is base64 text in that mapping: the serde field must read and write it
-//! so.
+//! Protobuf in the registry's wire format; see [`ProtobufRegistryCodec`].
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -32,7 +20,20 @@ use crate::Event;
 const MAIN_FILE: &str = "default.proto";
 
 /// Protobuf in the registry wire format, with the event type's [`Event::protobuf_schema`] registered as a
-/// `PROTOBUF` schema under `<topic>-value`; see the [module docs](self).
+/// `PROTOBUF` schema under `<topic>-value` (see the [codec docs](super)).
+///
+/// After the 5-byte header comes the path to the message within its `.proto` file, Confluent's message
+/// indexes: a zigzag varint count, then that many zigzag varint indexes (into the file's top-level
+/// messages, then into each one's nested messages). The first top-level message, `[0]`, is written as the
+/// single byte `0` (a count of 0). The Protobuf message follows.
+///
+/// Events are not generated Protobuf types but serde types: encoding maps the event's serde shape onto the
+/// message with Protobuf's JSON mapping (proto or JSON field names, 64-bit integers as numbers or strings,
+/// enums by name), and decoding maps the message back with the proto field names and every field present,
+/// defaults included, so a serde struct whose fields are all required reads a message that left some at
+/// their defaults. Fields with presence (messages, proto3 `optional`) are left out when unset: their serde
+/// fields are `Option`s. A `bytes` field is base64 text in that mapping: the serde field must read and
+/// write it so.
 ///
 /// Compiled schemas are cached per event type and per writer id. Clones share the caches.
 #[derive(Debug, Clone)]

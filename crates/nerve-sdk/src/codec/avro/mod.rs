@@ -1,10 +1,4 @@
-//! Avro in the registry's wire format.
-//!
-//! The value after the header is one Avro binary datum, without the object container file's header:
-//! readers need the writer's schema, which the id names. Decoding reads with the writer's schema and then
-//! resolves to the event type's own schema (Avro's schema resolution: fields the reader lacks are skipped,
-//! fields the writer lacks take the reader's defaults), so producers and consumers upgrade independently as
-//! long as the registry's compatibility checks pass.
+//! Avro in the registry's wire format; see [`AvroRegistryCodec`].
 //!
 //! apache-avro is not written for hostile input, so a datum is walked first ([`bounds`]) and decoded only
 //! if its lengths, counts and nesting are within what its bytes can honestly hold.
@@ -31,7 +25,14 @@ use crate::Event;
 pub const AVRO_MAX_ALLOCATION_BYTES: usize = 64 * 1024 * 1024;
 
 /// Avro binary in the registry wire format, with the event type's [`Event::avro_schema`] registered as an
-/// `AVRO` schema under `<topic>-value`; see the [module docs](super).
+/// `AVRO` schema under `<topic>-value` (see the [codec docs](super)).
+///
+/// The value after the header is one Avro binary datum, without the object container file's header:
+/// readers need the writer's schema, which the id names. Decoding reads with the writer's schema and then
+/// resolves to the event type's own schema, when it has one (Avro's schema resolution: fields the reader
+/// lacks are skipped, fields the writer lacks take the reader's defaults), so producers and consumers
+/// upgrade independently as long as the registry's compatibility checks pass. The event's serde shape must
+/// match the schema: `Option<T>` is a union with `null`, integers are `int` or `long`.
 ///
 /// Parsed schemas are cached per event type and per writer id: parsing is much slower than decoding one
 /// record. Clones share the caches.
