@@ -42,4 +42,32 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn json_schema() -> Option<serde_json::Value> {
         None
     }
+
+    /// The Avro schema of the payload (the schema's JSON text), for
+    /// [`crate::codec::AvroRegistryCodec`]: registered when publishing, and the reader's schema that
+    /// records written with other versions of it are resolved to. `None` (the default) makes the codec
+    /// refuse to publish the type, and decode it with the writer's schema alone.
+    fn avro_schema() -> Option<String> {
+        None
+    }
+
+    /// The Protobuf schema of the payload, for [`crate::codec::ProtobufRegistryCodec`]. `None` (the
+    /// default) makes the codec refuse to publish the type; decoding needs only the writer's schema.
+    fn protobuf_schema() -> Option<ProtobufSchema> {
+        None
+    }
+}
+
+/// An event type's Protobuf schema: a `.proto` file and which of its messages the event is.
+///
+/// The file is compiled on its own, so it may import only Google's well-known types
+/// (`google/protobuf/timestamp.proto` and the like). The event's serde shape is mapped to the message
+/// through Protobuf's JSON mapping, with the proto field names (`snake_case`), as a serde struct has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProtobufSchema {
+    /// The `.proto` text, for instance `include_str!("order_placed.proto")`.
+    pub proto: &'static str,
+    /// The message's full name, package included: `shop.OrderPlaced`, or `shop.Order.Line` for a nested
+    /// one.
+    pub message: &'static str,
 }

@@ -3,8 +3,8 @@
 //!
 //! - [`Event`]: a typed event (name, version, key, serde).
 //! - [`envelope`]: event id, occurred-at, correlation and causation ids and trace context, in headers.
-//! - [`codec`]: payload encodings, plain JSON or JSON in the schema registry's wire format
-//!   ([`registry`]).
+//! - [`codec`]: payload encodings: plain JSON, or JSON, Avro or Protobuf in the schema registry's wire
+//!   format with the event type's schema registered ([`registry`]).
 //! - [`Publisher`]: publishes events keyed for per-entity ordering, idempotently.
 //! - [`consumer`]: the runtime that dispatches records to [`Handler`]s, concurrently across keys and in
 //!   order per key, retrying ([`retry`]) and dead-lettering ([`dlq`]) failures, and committing only what
@@ -32,11 +32,13 @@ pub mod retry;
 #[cfg(feature = "postgres")]
 mod sql;
 
-pub use codec::{Codec, JsonCodec, JsonRegistryCodec};
+pub use codec::{
+    AvroRegistryCodec, Codec, CodecError, JsonCodec, JsonRegistryCodec, ProtobufRegistryCodec,
+};
 pub use consumer::{ConsumerBuilder, ConsumerRuntime, EventContext, Handler};
 pub use dedup::{DedupStore, Idempotent};
 pub use envelope::{Envelope, PublishContext};
-pub use event::Event;
+pub use event::{Event, ProtobufSchema};
 #[cfg(feature = "postgres")]
 pub use outbox::{Outbox, OutboxRelay};
 pub use producer::{Delivery, Publisher};

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::codec::CodecError;
+
 /// What a handler says about a failure. The distinction decides what happens next: a transient failure is
 /// tried again (a database that is down comes back), a permanent one goes to the dead-letter topic at once
 /// (an order for a product that does not exist stays so).
@@ -22,6 +24,18 @@ impl HandlerError {
 
     pub fn permanent(why: impl std::fmt::Display) -> HandlerError {
         HandlerError::Permanent(why.to_string())
+    }
+}
+
+/// For handlers that decode or encode events themselves (publishing follow-ups, reading an embedded
+/// payload): an unreachable registry is worth retrying, a payload that does not decode is not.
+impl From<CodecError> for HandlerError {
+    fn from(error: CodecError) -> HandlerError {
+        if error.is_transient() {
+            HandlerError::transient(error)
+        } else {
+            HandlerError::permanent(error)
+        }
     }
 }
 
@@ -98,6 +112,23 @@ mod tests {
             }
         }
         assert_eq!(policy.backoff(10), None);
+    }
+
+    #[test]
+    fn codec_errors_are_permanent_unless_the_registry_is_unreachable() {
+        let unreachable = CodecError::Registry(crate::registry::RegistryError::Unreachable {
+            url: "http://registry".into(),
+            why: "connection refused".into(),
+        });
+        assert!(matches!(
+            HandlerError::from(unreachable),
+            HandlerError::Transient(_)
+        ));
+        let garbage = CodecError::NotFramed("the first byte is not the magic byte 0");
+        assert!(matches!(
+            HandlerError::from(garbage),
+            HandlerError::Permanent(_)
+        ));
     }
 
     #[test]
