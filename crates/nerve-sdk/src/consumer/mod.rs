@@ -101,7 +101,7 @@ pub enum ConsumerError {
     #[error("the consumer's thread panicked")]
     Panicked,
     #[error("the retry topics cannot be checked or created: {0}")]
-    RetryTopicsUnknown(KafkaError),
+    RetryTopics(KafkaError),
     #[error("retry topic {topic} does not exist and cannot be created: {source}")]
     RetryTopicNotCreated { topic: String, source: KafkaError },
 }

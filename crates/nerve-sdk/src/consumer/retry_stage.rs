@@ -233,7 +233,7 @@ pub(crate) fn ensure_topics(config: &ClientConfig, routes: &Routes) -> Result<()
     let metadata = admin
         .inner()
         .fetch_metadata(None, ADMIN_TIMEOUT)
-        .map_err(ConsumerError::RetryTopicsUnknown)?;
+        .map_err(ConsumerError::RetryTopics)?;
     let existing: HashSet<&str> = metadata
         .topics()
         .iter()
@@ -283,7 +283,7 @@ pub(crate) fn ensure_topics(config: &ClientConfig, routes: &Routes) -> Result<()
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
     // The admin client answers from a thread of its own, so the future completes without a tokio runtime.
     let results = futures::executor::block_on(admin.create_topics(&new_topics, &options))
-        .map_err(ConsumerError::RetryTopicsUnknown)?;
+        .map_err(ConsumerError::RetryTopics)?;
     for result in results {
         match result {
             Ok(topic) => tracing::info!(%topic, "retry topic created"),
