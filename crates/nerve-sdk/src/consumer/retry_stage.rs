@@ -302,7 +302,74 @@ pub(crate) fn ensure_topics(config: &ClientConfig, routes: &Routes) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::Timestamp;
+
     use super::*;
+    use crate::envelope::millis_since_epoch;
+
+    /// A record of `orders.retry.1` due at `not_before` (to the millisecond, as the header has it).
+    fn waiting(offset: i64, not_before: Option<SystemTime>) -> (OwnedMessage, SystemTime) {
+        let mut headers = OwnedHeaders::new();
+        let mut due = UNIX_EPOCH;
+        if let Some(at) = not_before {
+            let millis = millis_since_epoch(at);
+            due = UNIX_EPOCH + Duration::from_millis(millis);
+            headers = headers.insert(Header {
+                key: retry_topic::NOT_BEFORE,
+                value: Some(&millis.to_string()),
+            });
+        }
+        let record = OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(b"k".to_vec()),
+            "orders.retry.1".to_string(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            Some(headers),
+        );
+        (record, due)
+    }
+
+    #[tokio::test]
+    async fn the_gate_passes_records_on_in_order_once_each_is_due() {
+        let (input, input_rx) = mpsc::unbounded_channel();
+        let (output, mut output_rx) = mpsc::unbounded_channel();
+        let (_stop, stop_rx) = watch::channel(false);
+        tokio::spawn(gate(input_rx, output, stop_rx));
+        let at = SystemTime::now() + Duration::from_millis(300);
+        let (first, due) = waiting(0, Some(at));
+        let (second, _) = waiting(1, Some(at));
+        // Due at once, but behind the others.
+        let (third, _) = waiting(2, None);
+        for record in [first, second, third] {
+            input.send(record).expect("the gate is running");
+        }
+        for offset in 0..3 {
+            let record = output_rx.recv().await.expect("passed on");
+            assert_eq!(record.offset(), offset, "in offset order");
+            assert!(SystemTime::now() >= due, "offset {offset} passed on early");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_and_keeps_the_record_back() {
+        let (input, input_rx) = mpsc::unbounded_channel();
+        let (output, mut output_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let gate = tokio::spawn(gate(input_rx, output, stop_rx));
+        let (record, _) = waiting(0, Some(SystemTime::now() + Duration::from_secs(3600)));
+        input.send(record).expect("the gate is running");
+        // Time for the gate to take the record and start waiting (a stop before that ends it too).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(true).expect("the gate listens");
+        tokio::time::timeout(Duration::from_secs(60), gate)
+            .await
+            .expect("the gate ends without waiting for the record")
+            .expect("no panic");
+        assert!(output_rx.recv().await.is_none(), "nothing passed on");
+    }
 
     #[test]
     fn each_subscribed_topic_gets_its_own_stages() {
