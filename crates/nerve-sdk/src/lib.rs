@@ -7,8 +7,8 @@
 //!   format with the event type's schema registered ([`registry`]).
 //! - [`Publisher`]: publishes events keyed for per-entity ordering, idempotently.
 //! - [`consumer`]: the runtime that dispatches records to [`Handler`]s, concurrently across keys and in
-//!   order per key, retrying ([`retry`]) and dead-lettering ([`dlq`]) failures, and committing only what
-//!   is done.
+//!   order per key, retrying ([`retry`]: in place, or later from retry topics, [`retry_topic`]) and
+//!   dead-lettering ([`dlq`]) failures, and committing only what is done.
 //! - [`dedup`]: idempotent handling by event id: a dedup row written in the handler's own PostgreSQL
 //!   transaction ([`dedup::PgDedup`], feature `postgres`), or a [`dedup::DedupStore`] such as the embedded
 //!   [`dedup::RedbDedup`] (feature `redb`) behind an [`dedup::Idempotent`] handler.
@@ -29,6 +29,7 @@ pub mod outbox;
 pub mod producer;
 pub mod registry;
 pub mod retry;
+pub mod retry_topic;
 #[cfg(feature = "postgres")]
 mod sql;
 
@@ -44,6 +45,7 @@ pub use outbox::{Outbox, OutboxRelay};
 pub use producer::{Delivery, Publisher};
 pub use registry::RegistryClient;
 pub use retry::{HandlerError, RetryPolicy};
+pub use retry_topic::RetryTopics;
 
 /// Re-exported so that services configure clients without naming rdkafka's version themselves.
 pub use rdkafka::config::ClientConfig;

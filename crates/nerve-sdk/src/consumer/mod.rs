@@ -10,6 +10,11 @@
 //!   partition. Records without a key count as one key.
 //! - Failures: see [`crate::retry`] and [`crate::dlq`]. A record is committed past only once it was
 //!   handled or its dead letter is stored.
+//! - Retry topics ([`crate::retry_topic`], [`ConsumerBuilder::retry_topics`]): a record that still fails
+//!   after its in-place retries moves to `<topic>.retry.<n>` and the partition goes on without it. The
+//!   runtime subscribes to the retry topics too and holds each retry partition's records until they are
+//!   due; a record is committed past once it is stored in the next stage. Records that moved to a retry
+//!   topic no longer hold back their key's later records.
 //! - Rebalances and [`ConsumerRuntime::shutdown`]: no new records start on the partitions given up; the
 //!   handlers running finish (retries waiting for their backoff give up), what is done is committed, and
 //!   the rest is left to whoever consumes the partition next.
@@ -19,6 +24,7 @@
 
 mod partition;
 mod poll;
+mod retry_stage;
 mod tracker;
 
 use std::collections::HashMap;
@@ -34,6 +40,7 @@ use rdkafka::error::KafkaError;
 use crate::codec::Codec;
 use crate::envelope::{Envelope, PublishContext};
 use crate::retry::{HandlerError, RetryPolicy};
+use crate::retry_topic::RetryTopics;
 use crate::Event;
 
 /// Handles the events of type `E`.
@@ -51,14 +58,21 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct EventContext {
     pub envelope: Envelope,
+    /// The topic the record was read from: a retry topic (`orders.retry.2`) in a retry stage.
     pub topic: String,
+    /// The record's partition in [`EventContext::topic`].
     pub partition: i32,
+    /// The record's offset in [`EventContext::topic`].
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     /// The record's timestamp, milliseconds since the Unix epoch.
     pub timestamp: Option<i64>,
-    /// 1 on the first attempt.
+    /// 1 on the first attempt of the current stage: the in-place retries start again in each retry stage.
     pub attempt: u32,
+    /// 0 for a record of a subscribed topic, `n` for one read from its retry topic `<topic>.retry.<n>`.
+    pub retry_stage: u32,
+    /// The subscribed topic the record was first published to: [`EventContext::topic`] in stage 0.
+    pub original_topic: String,
 }
 
 impl EventContext {
@@ -86,6 +100,10 @@ pub enum ConsumerError {
     Thread(std::io::Error),
     #[error("the consumer's thread panicked")]
     Panicked,
+    #[error("the retry topics cannot be checked or created: {0}")]
+    RetryTopics(KafkaError),
+    #[error("retry topic {topic} does not exist and cannot be created: {source}")]
+    RetryTopicNotCreated { topic: String, source: KafkaError },
 }
 
 /// Configures and starts a [`ConsumerRuntime`].
@@ -95,6 +113,7 @@ pub struct ConsumerBuilder<C: Codec> {
     topics: Vec<String>,
     handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
     settings: Settings,
+    retry_topics: Option<RetryTopics>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +136,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             codec: Arc::new(codec),
             topics: Vec::new(),
             handlers: HashMap::new(),
+            retry_topics: None,
             settings: Settings {
                 retry: RetryPolicy::default(),
                 concurrency: 16,
@@ -148,8 +168,21 @@ impl<C: Codec> ConsumerBuilder<C> {
         self
     }
 
+    /// The in-place retries: the attempts a record gets before it moves to the next retry stage (with
+    /// [`ConsumerBuilder::retry_topics`]) or to the dead-letter topic. They run again in each stage.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.settings.retry = policy;
+        self
+    }
+
+    /// Delayed retries that do not hold up the partition: a record that still fails transiently after
+    /// the in-place attempts moves to `<topic>.retry.1`, is handled again once the first delay has passed,
+    /// and so on through the stages; after the last one it goes to `<topic>.dlq`. The runtime subscribes to
+    /// the retry topics of every subscribed topic, and [`ConsumerBuilder::start`] creates those that do
+    /// not exist (with the original topic's partitions and replication factor). A moved record no longer
+    /// holds back its key's later records: see [`crate::retry_topic`].
+    pub fn retry_topics(mut self, stages: RetryTopics) -> Self {
+        self.retry_topics = Some(stages);
         self
     }
 
@@ -177,6 +210,11 @@ impl<C: Codec> ConsumerBuilder<C> {
     }
 
     /// Subscribes and starts consuming. Must be called within a tokio runtime, which runs the handlers.
+    ///
+    /// With retry topics, it first asks the cluster which of them exist and creates the others, blocking
+    /// the calling thread for those round trips (30 s at most each): an error then means that the cluster
+    /// cannot be reached or refuses to create them (create them like the topics themselves, e.g.
+    /// `nerve topic create orders.retry.1 --partitions 3`).
     pub fn start(self) -> Result<ConsumerRuntime, ConsumerError> {
         if self.topics.is_empty() {
             return Err(ConsumerError::NoTopics);
@@ -197,22 +235,22 @@ impl<C: Codec> ConsumerBuilder<C> {
                 producer_config.set(key, value);
             }
         }
+        let routes = retry_stage::Routes::new(&self.topics, self.retry_topics);
+        retry_stage::ensure_topics(&producer_config, &routes)?;
+        let mut topics = self.topics;
+        topics.extend(routes.retry_topics());
+        let mut seen = std::collections::HashSet::new();
+        topics.retain(|topic| seen.insert(topic.clone()));
         let dlq_producer = crate::producer::durable_producer(&producer_config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(partition::Shared {
             handlers: self.handlers,
             settings: self.settings,
             dlq_producer,
+            routes,
         });
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let thread = poll::start(
-            config,
-            self.topics,
-            shared,
-            runtime,
-            Arc::clone(&stop),
-            done_tx,
-        )?;
+        let thread = poll::start(config, topics, shared, runtime, Arc::clone(&stop), done_tx)?;
         Ok(ConsumerRuntime {
             stop,
             done: Some(done_rx),

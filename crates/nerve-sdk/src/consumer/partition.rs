@@ -13,6 +13,7 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use super::retry_stage::{self, Provenance, Routes};
 use super::tracker::Tracker;
 use super::{Dispatch, EventContext, Failure, Settings};
 use crate::dlq::{self, Death};
@@ -22,7 +23,9 @@ use crate::envelope::Envelope;
 pub(crate) struct Shared {
     pub(crate) handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
     pub(crate) settings: Settings,
+    /// Publishes dead letters and records moved to retry topics.
     pub(crate) dlq_producer: FutureProducer,
+    pub(crate) routes: Routes,
 }
 
 pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
@@ -33,8 +36,8 @@ pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracke
 type Key = Option<Vec<u8>>;
 
 /// How one record's handling ended.
-enum Outcome {
-    /// Handled, skipped, or dead-lettered: commit past it.
+pub(crate) enum Outcome {
+    /// Handled, skipped, moved to a retry topic, or dead-lettered: commit past it.
     Done,
     /// Given up because the partition is being let go: leave it to the next consumer.
     Abandoned,
@@ -101,17 +104,18 @@ pub(crate) async fn run(
     }
 }
 
-/// One record, from its envelope to done: attempts, backoffs, and the dead letter.
+/// One record, from its envelope to done: attempts, backoffs, and the next retry stage or the dead letter.
 async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver<bool>) -> Outcome {
+    let provenance = Provenance::of(&shared.routes, &record);
     let envelope = match record.headers().map(Envelope::from_headers) {
         Some(Ok(envelope)) => envelope,
         Some(Err(e)) => {
             let why = format!("not a valid event envelope: {e}");
-            return dead_letter(&shared, &record, why, 0, "none", stop).await;
+            return dead_letter(&shared, &record, &provenance, why, 0, "none", stop).await;
         }
         None => {
             let why = "not a valid event envelope: the record has no headers".to_string();
-            return dead_letter(&shared, &record, why, 0, "none", stop).await;
+            return dead_letter(&shared, &record, &provenance, why, 0, "none", stop).await;
         }
     };
     let span = tracing::info_span!(
@@ -122,6 +126,7 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
         topic = record.topic(),
         partition = record.partition(),
         offset = record.offset(),
+        retry_stage = provenance.stage,
     );
     async move {
         let Some(dispatch) = shared.handlers.get(envelope.event_type.as_str()).cloned() else {
@@ -136,6 +141,8 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
             key: record.key().map(<[u8]>::to_vec),
             timestamp: record.timestamp().to_millis(),
             attempt: 0,
+            retry_stage: provenance.stage,
+            original_topic: provenance.origin.topic.clone(),
         };
         let mut stop = stop;
         loop {
@@ -158,10 +165,24 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
                         }
                         continue;
                     }
-                    None => why,
+                    None => {
+                        let forwarded = retry_stage::forward(
+                            &shared,
+                            &record,
+                            &provenance,
+                            &why,
+                            ctx.attempt,
+                            stop.clone(),
+                        );
+                        if let Some(outcome) = forwarded.await {
+                            return outcome;
+                        }
+                        why
+                    }
                 },
             };
-            return dead_letter(&shared, &record, why, ctx.attempt, dispatch.name(), stop).await;
+            let (attempts, handler) = (ctx.attempt, dispatch.name());
+            return dead_letter(&shared, &record, &provenance, why, attempts, handler, stop).await;
         }
     }
     .instrument(span)
@@ -169,27 +190,31 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
 }
 
 /// Publishes the dead letter, retrying until it is stored (or the partition is let go): only a stored dead
-/// letter lets the partition commit past the record.
+/// letter lets the partition commit past the record. `attempts` are this stage's; the dead letter counts
+/// the earlier stages' too.
 async fn dead_letter(
     shared: &Shared,
     record: &OwnedMessage,
+    provenance: &Provenance,
     error: String,
     attempts: u32,
     handler: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
+    let attempts = provenance.prior_attempts.saturating_add(attempts);
     tracing::error!(%error, attempts, handler, "giving up on the record: to the dead-letter topic");
     let death = Death {
         error,
         attempts,
         handler: handler.to_string(),
+        origin: provenance.origin.clone(),
     };
     let mut delay = Duration::from_millis(100);
     loop {
         match dlq::send(&shared.dlq_producer, record, &death).await {
             Ok(()) => return Outcome::Done,
             Err(e) => {
-                tracing::warn!(error = %e, topic = %dlq::dlq_topic(record.topic()), "dead letter not stored, retrying");
+                tracing::warn!(error = %e, topic = %dlq::dlq_topic(&death.origin.topic), "dead letter not stored, retrying");
                 if !pause(delay, &mut stop).await {
                     return Outcome::Abandoned;
                 }
@@ -200,7 +225,7 @@ async fn dead_letter(
 }
 
 /// Sleeps for `delay`; `false` if the partition is let go first.
-async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+pub(crate) async fn pause(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = stop.wait_for(|stop| *stop) => false,

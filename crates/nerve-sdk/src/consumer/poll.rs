@@ -13,6 +13,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::partition::{self, lock, Shared};
+use super::retry_stage;
 use super::tracker::Tracker;
 use super::ConsumerError;
 
@@ -230,8 +231,16 @@ fn route(consumer: &BaseConsumer<Context>, state: &State, record: OwnedMessage) 
     }
     let mut partitions = state.partitions();
     let assigned = partitions.entry(tp.clone()).or_insert_with(|| {
-        let (records, records_rx) = mpsc::unbounded_channel();
+        let (records, mut records_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
+        if state.shared.routes.is_retry_topic(&tp.0) {
+            // A retry partition's records reach the partition task only once they are due.
+            let (due, due_rx) = mpsc::unbounded_channel();
+            state
+                .runtime
+                .spawn(retry_stage::gate(records_rx, due, stop_rx.clone()));
+            records_rx = due_rx;
+        }
         let (finished_tx, finished) = std_mpsc::channel();
         let tracker = Arc::new(Mutex::new(Tracker::default()));
         let task = partition::run(
