@@ -24,6 +24,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod envelope;
 mod event;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod outbox;
 pub mod producer;
@@ -31,12 +32,14 @@ pub mod registry;
 pub mod retry;
 #[cfg(feature = "postgres")]
 mod sql;
+pub mod trace_context;
 
 pub use codec::{Codec, JsonCodec, JsonRegistryCodec};
 pub use consumer::{ConsumerBuilder, ConsumerRuntime, EventContext, Handler};
 pub use dedup::{DedupStore, Idempotent};
 pub use envelope::{Envelope, PublishContext};
 pub use event::Event;
+pub use metrics::SdkMetrics;
 #[cfg(feature = "postgres")]
 pub use outbox::{Outbox, OutboxRelay};
 pub use producer::{Delivery, Publisher};

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -17,12 +17,15 @@ use super::tracker::Tracker;
 use super::{Dispatch, EventContext, Failure, Settings};
 use crate::dlq::{self, Death};
 use crate::envelope::Envelope;
+use crate::metrics::{ConsumerMetrics, HandlerMetrics};
+use crate::trace_context;
 
 /// What every partition task shares.
 pub(crate) struct Shared {
     pub(crate) handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
     pub(crate) settings: Settings,
     pub(crate) dlq_producer: FutureProducer,
+    pub(crate) metrics: Option<ConsumerMetrics>,
 }
 
 pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
@@ -116,12 +119,20 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
     };
     let span = tracing::info_span!(
         "nerve_sdk.handle",
+        otel.kind = "consumer",
         event_type = %envelope.event_type,
         event_id = %envelope.event_id,
         correlation_id = %envelope.correlation_id,
         topic = record.topic(),
         partition = record.partition(),
         offset = record.offset(),
+    );
+    trace_context::continue_trace(
+        &span,
+        &envelope,
+        record.topic(),
+        record.partition(),
+        record.offset(),
     );
     async move {
         let Some(dispatch) = shared.handlers.get(envelope.event_type.as_str()).cloned() else {
@@ -138,11 +149,19 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
             attempt: 0,
         };
         let mut stop = stop;
+        let metrics = HandlerMetrics::of(
+            shared.metrics.as_ref(),
+            &ctx.topic,
+            &ctx.envelope.event_type,
+            dispatch.name(),
+        );
         loop {
             ctx.attempt += 1;
+            let started = Instant::now();
             let attempt = AssertUnwindSafe(dispatch.dispatch(&ctx, record.payload()))
                 .catch_unwind()
                 .await;
+            metrics.attempt(started.elapsed(), &attempt);
             let why = match attempt {
                 Ok(Ok(())) => {
                     tracing::debug!(attempt = ctx.attempt, "handled");
@@ -153,6 +172,7 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
                 Ok(Err(Failure::Transient(why))) => match shared.settings.retry.backoff(ctx.attempt) {
                     Some(delay) => {
                         tracing::warn!(attempt = ctx.attempt, error = %why, ?delay, "handler failed, retrying");
+                        metrics.retried();
                         if !pause(delay, &mut stop).await {
                             return Outcome::Abandoned;
                         }
@@ -187,7 +207,12 @@ async fn dead_letter(
     let mut delay = Duration::from_millis(100);
     loop {
         match dlq::send(&shared.dlq_producer, record, &death).await {
-            Ok(()) => return Outcome::Done,
+            Ok(()) => {
+                if let Some(metrics) = &shared.metrics {
+                    metrics.dead_lettered(record, handler);
+                }
+                return Outcome::Done;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, topic = %dlq::dlq_topic(record.topic()), "dead letter not stored, retrying");
                 if !pause(delay, &mut stop).await {
