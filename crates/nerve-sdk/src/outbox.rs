@@ -144,7 +144,7 @@ impl<C: Codec> Outbox<C> {
         let span = tracing::info_span!(
             "nerve_sdk.enqueue",
             otel.kind = "producer",
-            event_type = E::NAME,
+            event_type = %E::NAME,
             event_id = %envelope.event_id,
             correlation_id = %envelope.correlation_id,
             topic,

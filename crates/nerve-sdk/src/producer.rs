@@ -126,7 +126,7 @@ impl<C: Codec> Publisher<C> {
         let span = tracing::info_span!(
             "nerve_sdk.publish",
             otel.kind = "producer",
-            event_type = E::NAME,
+            event_type = %E::NAME,
             event_id = %envelope.event_id,
             correlation_id = %envelope.correlation_id,
             topic = %self.topic,

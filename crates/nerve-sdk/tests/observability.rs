@@ -252,6 +252,34 @@ async fn a_trace_id_set_by_the_producer_is_seen_by_the_consumer_and_its_follow_u
 }
 
 #[tokio::test]
+async fn with_opentelemetry_an_explicit_traceparent_is_the_parent_of_the_publish_span() {
+    let (exporter, subscriber) = opentelemetry();
+    let _default = tracing::subscriber::set_default(subscriber);
+    let cluster = cluster();
+    let topic = unique("explicitly-traced");
+    cluster.create_topic(&topic, 1).await;
+    let publisher = Publisher::new(&cluster.config(), &topic, JsonCodec).expect("publisher");
+    // Say, from an HTTP request's header, while the current span belongs to another trace.
+    let explicit = envelope::new_traceparent();
+    publisher
+        .publish_with(
+            &order("o-1", Fate::Succeed),
+            &PublishContext::default().with_traceparent(&explicit),
+        )
+        .instrument(tracing::info_span!("checkout"))
+        .await
+        .expect("published");
+
+    let explicit = span_context(&explicit);
+    let records = cluster.read_all(&topic);
+    let published = span_context(records[0].header(TRACEPARENT).expect("a traceparent"));
+    assert_eq!(published.trace_id(), explicit.trace_id());
+    let publish_span = finished(&exporter, "nerve_sdk.publish").remove(0);
+    assert_eq!(publish_span.span_context.span_id(), published.span_id());
+    assert_eq!(publish_span.parent_span_id, explicit.span_id());
+}
+
+#[tokio::test]
 async fn without_opentelemetry_an_explicit_traceparent_travels_unchanged() {
     // Spans are on (a fmt subscriber), but they have no OpenTelemetry context.
     let subscriber = tracing_subscriber::fmt()
