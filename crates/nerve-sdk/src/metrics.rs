@@ -18,8 +18,10 @@
 //! `kind` is `transient`, `permanent` or `panic`. A failed attempt counts in `failed`; one that is tried
 //! again also in `retried`. The duration histogram has one observation per attempt, failed or not. A
 //! dead letter of a record without a valid envelope counts with `event_type="unknown"`, `handler="none"`.
-//! The lag is librdkafka's view (`consumer_lag` in its statistics: the high watermark minus the group's
-//! committed offset), refreshed every `statistics.interval.ms`, for the partitions this consumer owns.
+//! The lag is librdkafka's view (`consumer_lag` in its statistics: the end of the partition, its last
+//! stable offset under librdkafka's default `read_committed`, minus the group's committed offset),
+//! refreshed every `statistics.interval.ms`, for the partitions this consumer owns; a partition on which
+//! the group has committed nothing yet has no lag series (librdkafka reports -1).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};

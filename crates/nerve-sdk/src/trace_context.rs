@@ -112,8 +112,14 @@ pub fn current() -> Option<String> {
 /// context (the producer span may be filtered out while the caller's span is not).
 pub(crate) fn for_record(span: &Span, explicit: Option<String>) -> Option<String> {
     if let Some(parent) = explicit.as_deref().and_then(|tp| parse(tp).ok()) {
-        // Only fails without an OpenTelemetry layer, and then there is no span to parent.
-        let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+        // A follow-up published in its handler's span names that span: the span's own (local) parent.
+        let current = Span::current().context();
+        let current = current.span();
+        let current = current.span_context();
+        if (current.trace_id(), current.span_id()) != (parent.trace_id(), parent.span_id()) {
+            // Only fails without an OpenTelemetry layer, and then there is no span to parent.
+            let _ = span.set_parent(Context::new().with_remote_span_context(parent));
+        }
     }
     of_span(span).or(explicit).or_else(current)
 }

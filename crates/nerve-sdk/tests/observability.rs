@@ -249,6 +249,10 @@ async fn a_trace_id_set_by_the_producer_is_seen_by_the_consumer_and_its_follow_u
         handle_span.span_context.span_id(),
         "published from within the handle span"
     );
+    assert!(
+        !follow_up_span.parent_span_is_remote,
+        "its parent is the local handle span, not a copy of it"
+    );
 }
 
 #[tokio::test]
