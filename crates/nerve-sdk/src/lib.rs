@@ -14,6 +14,15 @@
 //!   [`dedup::RedbDedup`] (feature `redb`) behind an [`dedup::Idempotent`] handler.
 //! - [`outbox`] (feature `postgres`): the transactional outbox, events written in the same PostgreSQL
 //!   transaction as the business data and relayed to Kafka at least once, in order per key.
+//! - [`trace_context`]: traces across Kafka through `tracing` and OpenTelemetry. Publishing runs in a
+//!   `nerve_sdk.publish` span whose context becomes the record's `traceparent`; each record is handled in a
+//!   `nerve_sdk.handle` span, a child of (and linked to) the producer's span; [`EventContext::follow_up`]
+//!   continues the trace. The service installs a `tracing_opentelemetry` layer and its exporter; without
+//!   one, nothing changes. The spans' fields (`correlation_id`, `event_id`, `topic`, ...) put the
+//!   correlation id in every log line written while handling or publishing an event.
+//! - [`metrics`]: [`SdkMetrics`], the SDK's prometheus-client families (handled, failed, retried,
+//!   dead-lettered and published events, handler durations, consumer lag), registered in the service's
+//!   registry and given to [`ConsumerBuilder::metrics`] and [`Publisher::with_metrics`].
 //!
 //! Features: `postgres` (tokio-postgres) and `redb`, both on by default; `default-features = false`
 //! leaves them out.
@@ -24,6 +33,7 @@ pub mod dedup;
 pub mod dlq;
 pub mod envelope;
 mod event;
+pub mod metrics;
 #[cfg(feature = "postgres")]
 pub mod outbox;
 pub mod producer;
@@ -32,6 +42,7 @@ pub mod retry;
 pub mod retry_topic;
 #[cfg(feature = "postgres")]
 mod sql;
+pub mod trace_context;
 
 pub use codec::{
     AvroRegistryCodec, Codec, CodecError, JsonCodec, JsonRegistryCodec, ProtobufRegistryCodec,
@@ -40,6 +51,7 @@ pub use consumer::{ConsumerBuilder, ConsumerRuntime, EventContext, Handler};
 pub use dedup::{DedupStore, Idempotent};
 pub use envelope::{Envelope, PublishContext};
 pub use event::{Event, ProtobufSchema};
+pub use metrics::SdkMetrics;
 #[cfg(feature = "postgres")]
 pub use outbox::{Outbox, OutboxRelay};
 pub use producer::{Delivery, Publisher};

@@ -43,12 +43,13 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_postgres::{Client, GenericClient, Transaction};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::codec::{Codec, CodecError};
 use crate::envelope::{Envelope, PublishContext};
 use crate::sql::{InvalidTableName, TableName};
-use crate::Event;
+use crate::{trace_context, Event};
 
 const DEFAULT_TABLE: &str = "nerve_outbox";
 
@@ -128,6 +129,10 @@ impl<C: Codec> Outbox<C> {
     }
 
     /// Writes `event` with the correlation id, causation id and trace context of `context`.
+    ///
+    /// Runs in a `nerve_sdk.enqueue` span (kind producer, see [`crate::trace_context`]): with OpenTelemetry
+    /// active the row's `traceparent` names that span, a child of the current span or of `context`'s
+    /// traceparent when it has one; without, the row carries `context`'s traceparent, if any, unchanged.
     pub async fn enqueue_with<E: Event>(
         &self,
         tx: &Transaction<'_>,
@@ -135,7 +140,34 @@ impl<C: Codec> Outbox<C> {
         event: &E,
         context: &PublishContext,
     ) -> Result<Uuid, OutboxError> {
-        let envelope = Envelope::new(E::NAME, E::VERSION, context);
+        let mut envelope = Envelope::new(E::NAME, E::VERSION, context);
+        let span = tracing::info_span!(
+            "nerve_sdk.enqueue",
+            otel.kind = "producer",
+            event_type = %E::NAME,
+            event_id = %envelope.event_id,
+            correlation_id = %envelope.correlation_id,
+            topic,
+        );
+        trace_context::producer_attributes(&span, "create", topic);
+        envelope.traceparent = trace_context::for_record(&span, envelope.traceparent.take());
+        let written = self
+            .write(tx, topic, event, &envelope)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &written {
+            trace_context::failed(&span, e);
+        }
+        written
+    }
+
+    async fn write<E: Event>(
+        &self,
+        tx: &Transaction<'_>,
+        topic: &str,
+        event: &E,
+        envelope: &Envelope,
+    ) -> Result<Uuid, OutboxError> {
         let payload = self.codec.encode(topic, event).await?;
         let key = event.key().map(String::into_bytes);
         let headers = serde_json::Value::Array(
@@ -153,13 +185,8 @@ impl<C: Codec> Outbox<C> {
             &[&envelope.event_id, &topic, &key, &payload, &headers],
         )
         .await?;
-        tracing::debug!(
-            table = %self.table,
-            topic,
-            event_type = E::NAME,
-            event_id = %envelope.event_id,
-            "enqueued in the outbox"
-        );
+        // The span carries the topic and the event's ids.
+        tracing::debug!(table = %self.table, "enqueued in the outbox");
         Ok(envelope.event_id)
     }
 }

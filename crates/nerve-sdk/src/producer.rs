@@ -7,11 +7,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::codec::{Codec, CodecError};
 use crate::envelope::{Envelope, PublishContext};
-use crate::Event;
+use crate::metrics::{PublishMetrics, SdkMetrics};
+use crate::{trace_context, Event};
 
 /// How long a record may wait in the client's queue when the queue is full before `publish` gives up.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +43,7 @@ pub struct Publisher<C: Codec> {
     producer: FutureProducer,
     codec: Arc<C>,
     topic: Arc<str>,
+    metrics: Option<PublishMetrics>,
 }
 
 impl<C: Codec> Clone for Publisher<C> {
@@ -49,6 +52,7 @@ impl<C: Codec> Clone for Publisher<C> {
             producer: self.producer.clone(),
             codec: Arc::clone(&self.codec),
             topic: Arc::clone(&self.topic),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -75,15 +79,27 @@ impl<C: Codec> Publisher<C> {
             producer,
             codec: Arc::new(codec),
             topic: Arc::from(topic.into()),
+            metrics: None,
         })
     }
 
-    /// The same producer and codec, publishing to `topic`.
+    /// The same producer and codec, publishing to `topic` (with the same metrics, if any).
     pub fn to_topic(&self, topic: impl Into<String>) -> Publisher<C> {
+        let topic: Arc<str> = Arc::from(topic.into());
         Publisher {
-            topic: Arc::from(topic.into()),
+            metrics: self
+                .metrics
+                .as_ref()
+                .map(|m| m.for_topic(Arc::clone(&topic))),
+            topic,
             ..self.clone()
         }
+    }
+
+    /// Counts published events and publish errors in `metrics` (see [`crate::metrics`]).
+    pub fn with_metrics(mut self, metrics: SdkMetrics) -> Publisher<C> {
+        self.metrics = Some(PublishMetrics::new(metrics, Arc::clone(&self.topic)));
+        self
     }
 
     pub fn topic(&self) -> &str {
@@ -97,12 +113,49 @@ impl<C: Codec> Publisher<C> {
     }
 
     /// Publishes `event` with the correlation id, causation id and trace context of `context`.
+    ///
+    /// Runs in a `nerve_sdk.publish` span (see [`crate::trace_context`]). With OpenTelemetry active the
+    /// record's `traceparent` names that span, a child of the current span or of `context`'s traceparent
+    /// when it has one; without, the record carries `context`'s traceparent, if any, unchanged.
     pub async fn publish_with<E: Event>(
         &self,
         event: &E,
         context: &PublishContext,
     ) -> Result<Delivery, PublishError> {
-        let envelope = Envelope::new(E::NAME, E::VERSION, context);
+        let mut envelope = Envelope::new(E::NAME, E::VERSION, context);
+        let span = tracing::info_span!(
+            "nerve_sdk.publish",
+            otel.kind = "producer",
+            event_type = %E::NAME,
+            event_id = %envelope.event_id,
+            correlation_id = %envelope.correlation_id,
+            topic = %self.topic,
+        );
+        trace_context::producer_attributes(&span, "send", &self.topic);
+        envelope.traceparent = trace_context::for_record(&span, envelope.traceparent.take());
+        let sent = self.send(event, &envelope).instrument(span.clone()).await;
+        match &sent {
+            Ok(delivery) => {
+                trace_context::delivered(&span, delivery.partition, delivery.offset);
+                if let Some(metrics) = &self.metrics {
+                    metrics.published(E::NAME);
+                }
+            }
+            Err(e) => {
+                trace_context::failed(&span, e);
+                if let Some(metrics) = &self.metrics {
+                    metrics.failed(E::NAME);
+                }
+            }
+        }
+        sent
+    }
+
+    async fn send<E: Event>(
+        &self,
+        event: &E,
+        envelope: &Envelope,
+    ) -> Result<Delivery, PublishError> {
         let value = self.codec.encode(&self.topic, event).await?;
         let key = event.key();
         let mut record = FutureRecord::to(&self.topic)
@@ -116,11 +169,8 @@ impl<C: Codec> Publisher<C> {
             .send(record, Timeout::After(QUEUE_TIMEOUT))
             .await
             .map_err(|(e, _)| PublishError::Kafka(e))?;
+        // The span carries the topic and the event's ids.
         tracing::debug!(
-            topic = %self.topic,
-            event_type = E::NAME,
-            event_id = %envelope.event_id,
-            correlation_id = %envelope.correlation_id,
             partition = delivered.partition,
             offset = delivered.offset,
             "published"

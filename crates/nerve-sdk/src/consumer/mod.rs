@@ -39,6 +39,7 @@ use rdkafka::error::KafkaError;
 
 use crate::codec::Codec;
 use crate::envelope::{Envelope, PublishContext};
+use crate::metrics::{ConsumerMetrics, SdkMetrics};
 use crate::retry::{HandlerError, RetryPolicy};
 use crate::retry_topic::RetryTopics;
 use crate::Event;
@@ -77,12 +78,15 @@ pub struct EventContext {
 
 impl EventContext {
     /// The context for events published because of this one: same correlation id and trace, this event as
-    /// the cause.
+    /// the cause. With OpenTelemetry active the trace context is the current span's (the runtime's
+    /// `nerve_sdk.handle` span, or a span of the handler within it), so that follow-up events continue the
+    /// trace below the handling; otherwise the record's own `traceparent`.
     pub fn follow_up(&self) -> PublishContext {
         PublishContext {
             correlation_id: Some(self.envelope.correlation_id.clone()),
             causation_id: Some(self.envelope.event_id.to_string()),
-            traceparent: self.envelope.traceparent.clone(),
+            traceparent: crate::trace_context::current()
+                .or_else(|| self.envelope.traceparent.clone()),
         }
     }
 }
@@ -114,6 +118,7 @@ pub struct ConsumerBuilder<C: Codec> {
     handlers: HashMap<&'static str, Arc<dyn Dispatch>>,
     settings: Settings,
     retry_topics: Option<RetryTopics>,
+    metrics: Option<SdkMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +149,7 @@ impl<C: Codec> ConsumerBuilder<C> {
                 commit_interval: Duration::from_secs(1),
                 drain_timeout: Duration::from_secs(30),
             },
+            metrics: None,
         }
     }
 
@@ -209,6 +215,14 @@ impl<C: Codec> ConsumerBuilder<C> {
         self
     }
 
+    /// Counts handled, failed, retried and dead-lettered events, handler durations and consumer lag in
+    /// `metrics` (see [`crate::metrics`]). The lag comes from librdkafka's statistics, every
+    /// `statistics.interval.ms` of the config (5 s unless it sets one).
+    pub fn metrics(mut self, metrics: SdkMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Subscribes and starts consuming. Must be called within a tokio runtime, which runs the handlers.
     ///
     /// With retry topics, it first asks the cluster which of them exist and creates the others, blocking
@@ -227,6 +241,9 @@ impl<C: Codec> ConsumerBuilder<C> {
             .set("enable.auto.offset.store", "false");
         if config.get("auto.offset.reset").is_none() {
             config.set("auto.offset.reset", "earliest");
+        }
+        if self.metrics.is_some() && config.get("statistics.interval.ms").is_none() {
+            config.set("statistics.interval.ms", "5000");
         }
         // The dead-letter producer shares the connection settings, not the consumer-only ones.
         let mut producer_config = ClientConfig::new();
@@ -248,6 +265,7 @@ impl<C: Codec> ConsumerBuilder<C> {
             settings: self.settings,
             dlq_producer,
             routes,
+            metrics: self.metrics.map(ConsumerMetrics::new),
         });
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let thread = poll::start(config, topics, shared, runtime, Arc::clone(&stop), done_tx)?;
@@ -259,7 +277,7 @@ impl<C: Codec> ConsumerBuilder<C> {
     }
 }
 
-/// Keys that librdkafka rejects (or warns about) on a producer.
+/// Keys that librdkafka rejects (or warns about) on a producer, or that a producer does not need.
 fn is_consumer_only(key: &str) -> bool {
     key.starts_with("group.")
         || key.starts_with("enable.auto.")
@@ -271,6 +289,8 @@ fn is_consumer_only(key: &str) -> bool {
         || key.starts_with("fetch.")
         || key.starts_with("isolation.")
         || key == "enable.partition.eof"
+        // The consumer's statistics feed its lag gauge; the dead-letter producer's would go unread.
+        || key == "statistics.interval.ms"
 }
 
 /// A running consumer. Dropping it stops it too, without waiting.

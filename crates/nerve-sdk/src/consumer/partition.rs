@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
@@ -18,6 +18,8 @@ use super::tracker::Tracker;
 use super::{Dispatch, EventContext, Failure, Settings};
 use crate::dlq::{self, Death};
 use crate::envelope::Envelope;
+use crate::metrics::{ConsumerMetrics, HandlerMetrics};
+use crate::trace_context;
 
 /// What every partition task shares.
 pub(crate) struct Shared {
@@ -26,6 +28,7 @@ pub(crate) struct Shared {
     /// Publishes dead letters and records moved to retry topics.
     pub(crate) dlq_producer: FutureProducer,
     pub(crate) routes: Routes,
+    pub(crate) metrics: Option<ConsumerMetrics>,
 }
 
 pub(crate) fn lock(tracker: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
@@ -120,6 +123,7 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
     };
     let span = tracing::info_span!(
         "nerve_sdk.handle",
+        otel.kind = "consumer",
         event_type = %envelope.event_type,
         event_id = %envelope.event_id,
         correlation_id = %envelope.correlation_id,
@@ -127,6 +131,13 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
         partition = record.partition(),
         offset = record.offset(),
         retry_stage = provenance.stage,
+    );
+    trace_context::continue_trace(
+        &span,
+        &envelope,
+        record.topic(),
+        record.partition(),
+        record.offset(),
     );
     async move {
         let Some(dispatch) = shared.handlers.get(envelope.event_type.as_str()).cloned() else {
@@ -145,11 +156,19 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
             original_topic: provenance.origin.topic.clone(),
         };
         let mut stop = stop;
+        let metrics = HandlerMetrics::of(
+            shared.metrics.as_ref(),
+            &ctx.topic,
+            &ctx.envelope.event_type,
+            dispatch.name(),
+        );
         loop {
             ctx.attempt += 1;
+            let started = Instant::now();
             let attempt = AssertUnwindSafe(dispatch.dispatch(&ctx, record.payload()))
                 .catch_unwind()
                 .await;
+            metrics.attempt(started.elapsed(), &attempt);
             let why = match attempt {
                 Ok(Ok(())) => {
                     tracing::debug!(attempt = ctx.attempt, "handled");
@@ -160,6 +179,7 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
                 Ok(Err(Failure::Transient(why))) => match shared.settings.retry.backoff(ctx.attempt) {
                     Some(delay) => {
                         tracing::warn!(attempt = ctx.attempt, error = %why, ?delay, "handler failed, retrying");
+                        metrics.retried();
                         if !pause(delay, &mut stop).await {
                             return Outcome::Abandoned;
                         }
@@ -175,6 +195,9 @@ async fn handle(shared: Arc<Shared>, record: OwnedMessage, stop: watch::Receiver
                             stop.clone(),
                         );
                         if let Some(outcome) = forwarded.await {
+                            if matches!(outcome, Outcome::Done) {
+                                metrics.retried();
+                            }
                             return outcome;
                         }
                         why
@@ -212,7 +235,12 @@ async fn dead_letter(
     let mut delay = Duration::from_millis(100);
     loop {
         match dlq::send(&shared.dlq_producer, record, &death).await {
-            Ok(()) => return Outcome::Done,
+            Ok(()) => {
+                if let Some(metrics) = &shared.metrics {
+                    metrics.dead_lettered(record, handler);
+                }
+                return Outcome::Done;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, topic = %dlq::dlq_topic(&death.origin.topic), "dead letter not stored, retrying");
                 if !pause(delay, &mut stop).await {

@@ -53,6 +53,13 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Removes the lag series of partitions given up: their next owner reports them.
+    fn forget_lag(&self, partitions: &[Tp]) {
+        if let Some(metrics) = &self.shared.metrics {
+            metrics.forget_lag(partitions.iter().map(|(t, p)| (t.as_str(), *p)));
+        }
+    }
+
     /// Stops the partitions `which` (all if `None`), waits for their running handlers, and commits what
     /// they finished.
     fn drain(&self, consumer: &BaseConsumer<Context>, which: Option<&[Tp]>) {
@@ -93,7 +100,17 @@ pub(super) struct Context {
     state: Arc<State>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's statistics, every `statistics.interval.ms`: the consumer lag of each partition.
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Some(metrics) = &self.state.shared.metrics {
+            let owned = self.state.owned();
+            metrics.record_lag(statistics, |topic, partition| {
+                owned.iter().any(|(t, p)| t == topic && *p == partition)
+            });
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -111,6 +128,7 @@ impl ConsumerContext for Context {
                         owned.remove(tp);
                     }
                 }
+                self.state.forget_lag(&revoked);
                 self.state.drain(consumer, Some(&revoked));
             }
             // Taken over in post_rebalance, once librdkafka has applied the assignment.
@@ -118,7 +136,8 @@ impl ConsumerContext for Context {
             Rebalance::Error(e) => {
                 // librdkafka unassigns everything after a failed rebalance.
                 tracing::warn!(error = %e, "rebalance failed: draining every partition");
-                self.state.owned().clear();
+                let lost: Vec<Tp> = self.state.owned().drain().collect();
+                self.state.forget_lag(&lost);
                 self.state.drain(consumer, None);
             }
         }
@@ -219,6 +238,8 @@ fn run(consumer: &BaseConsumer<Context>, state: &State, stop: &AtomicBool) {
     }
     tracing::info!("consumer shutting down: draining");
     state.drain(consumer, None);
+    let owned: Vec<Tp> = state.owned().drain().collect();
+    state.forget_lag(&owned);
     consumer.unsubscribe();
 }
 
