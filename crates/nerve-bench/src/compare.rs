@@ -1055,6 +1055,10 @@ async fn thousand_partitions(target: &dyn Target) -> Result<Option<u64>> {
     Ok(rss)
 }
 
+fn fmt2(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |v| format!("{v:.2}"))
+}
+
 fn mib(bytes: Option<u64>) -> String {
     bytes.map_or("-".to_string(), |b| {
         format!("{:.1} MiB", b as f64 / 1048576.0)
@@ -1216,11 +1220,11 @@ fn markdown(doc: &Document) -> String {
     );
     let _ = writeln!(
         md,
-        "| case | round | target | durability | produce MB/s | records/s | consume MB/s | p50 ms | p99 ms | p99.9 ms | max ms | disk% | loopback% | lost/dup |"
+        "| case | round | target | durability | produce MB/s | records/s | consume MB/s | p50 ms | p99 ms | p99.9 ms | max ms | disk% | loopback% | server cores | server CPU ms/MB | client cores | lost/dup |"
     );
     let _ = writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for row in &doc.rows {
         let durability = if row.case.durable {
@@ -1237,7 +1241,7 @@ fn markdown(doc: &Document) -> String {
                 };
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {durability} | {:.1} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0}% | {:.1}% | {}/{} |",
+                    "| {} | {} | {} | {durability} | {:.1} | {:.0} | {:.1} | {} | {} | {} | {} | {:.0}% | {:.1}% | {} | {} | {} | {}/{} |",
                     row.case.name,
                     row.round + 1,
                     row.target,
@@ -1250,6 +1254,9 @@ fn markdown(doc: &Document) -> String {
                     lat(|l| l.max_ms),
                     r.produce.mb_per_s / l.disk_write_mb_per_s * 100.0,
                     r.produce.mb_per_s / l.loopback_mb_per_s * 100.0,
+                    fmt2(r.cpu.server_cores),
+                    fmt2(r.cpu.server_ms_per_mb),
+                    fmt2(r.cpu.client_cores),
                     r.check.lost,
                     r.check.duplicates
                 );
@@ -1257,7 +1264,7 @@ fn markdown(doc: &Document) -> String {
             Err(e) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {durability} | {}{} |||||||||",
+                    "| {} | {} | {} | {durability} | {}{} ||||||||||||",
                     row.case.name,
                     row.round + 1,
                     row.target,

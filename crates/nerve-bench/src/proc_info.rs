@@ -15,6 +15,28 @@ pub(crate) fn peak_rss_bytes(pid: u32) -> Option<u64> {
     parse_kib_field(&status, "VmHWM:")
 }
 
+/// CPU time (user + system) process `pid` has used since it started, in seconds; `None` for this process's
+/// own figure means `/proc` is not there.
+pub(crate) fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/stat"),
+        None => "/proc/self/stat".to_string(),
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    let ticks = parse_cpu_ticks(&stat)?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line: fields 14 and 15, counted after the command name, which is
+/// in parentheses and may itself hold spaces and parentheses.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     parse_kib_field(status, "VmRSS:")
 }
@@ -89,6 +111,9 @@ mod tests {
         let status = "Name:\tnerve\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194560 1 0 0 0 1500 250 0 0 20 0 8 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(1750));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
     }
 
     #[test]

@@ -194,6 +194,51 @@ pub(crate) struct RunReport {
     pub(crate) check: Check,
     /// The server process's resident memory after the run, when its pid is known.
     pub(crate) server_rss_bytes: Option<u64>,
+    pub(crate) cpu: CpuUse,
+}
+
+/// CPU time spent from the producers' start to the end of the drain: by the server (when its pid is known)
+/// and by this process (producers, consumers and their client libraries). Per MB of acknowledged record
+/// values it is what each side costs, whichever of them limited the throughput; as cores (CPU seconds per
+/// second) it shows which side ran out.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct CpuUse {
+    pub(crate) server_cores: Option<f64>,
+    pub(crate) server_ms_per_mb: Option<f64>,
+    pub(crate) client_cores: Option<f64>,
+    pub(crate) client_ms_per_mb: Option<f64>,
+}
+
+/// CPU seconds of the server and of this process at one moment.
+struct CpuMark {
+    at: Instant,
+    server: Option<f64>,
+    client: Option<f64>,
+}
+
+impl CpuMark {
+    fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            at: Instant::now(),
+            server: server_pid.and_then(|pid| proc_info::cpu_seconds(Some(pid))),
+            client: proc_info::cpu_seconds(None),
+        }
+    }
+
+    fn since(&self, start: &CpuMark, megabytes: f64) -> CpuUse {
+        let wall = self.at.duration_since(start.at).as_secs_f64();
+        let used = |a: Option<f64>, b: Option<f64>| Some(b? - a?).filter(|s| *s >= 0.0);
+        let server = used(start.server, self.server);
+        let client = used(start.client, self.client);
+        let per_mb = |s: Option<f64>| s.filter(|_| megabytes > 0.0).map(|s| s * 1e3 / megabytes);
+        let cores = |s: Option<f64>| s.filter(|_| wall > 0.0).map(|s| s / wall);
+        CpuUse {
+            server_cores: cores(server),
+            server_ms_per_mb: per_mb(server),
+            client_cores: cores(client),
+            client_ms_per_mb: per_mb(client),
+        }
+    }
 }
 
 /// One bit per sequence number of one producer.
@@ -413,6 +458,7 @@ pub(crate) async fn run(
         }));
     }
 
+    let cpu_start = CpuMark::now(target.server_pid());
     let mut producer_tasks = Vec::new();
     for (index, (producer, acks)) in producers.into_iter().enumerate() {
         let workload = workload.clone();
@@ -431,6 +477,8 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_s = produced_at.elapsed().as_secs_f64();
+    let acked_mb = acked as f64 * workload.record_bytes as f64 / 1e6;
+    let cpu = CpuMark::now(target.server_pid()).since(&cpu_start, acked_mb);
     stop.store(true, Ordering::Release);
     let mut consumed = Vec::new();
     for task in consumer_tasks {
@@ -449,7 +497,8 @@ pub(crate) async fn run(
         &consumed,
         drain_s,
         target.server_pid().and_then(proc_info::rss_bytes),
-    ))
+    )
+    .with_cpu(cpu))
 }
 
 fn report(
@@ -513,6 +562,7 @@ fn report(
             drain_s,
         },
         server_rss_bytes,
+        cpu: CpuUse::default(),
     }
 }
 
@@ -685,6 +735,10 @@ async fn produce(
 }
 
 impl RunReport {
+    fn with_cpu(self, cpu: CpuUse) -> RunReport {
+        RunReport { cpu, ..self }
+    }
+
     /// The human-readable summary `run` prints.
     pub(crate) fn print(&self) {
         let t = &self.target;
@@ -747,6 +801,17 @@ impl RunReport {
         if let Some(rss) = self.server_rss_bytes {
             println!("server resident memory: {:.1} MiB", rss as f64 / 1048576.0);
         }
+        let cpu = &self.cpu;
+        let figure = |cores: Option<f64>, per_mb: Option<f64>| match (cores, per_mb) {
+            (Some(c), Some(m)) => format!("{c:.2} cores, {m:.2} ms per MB"),
+            (Some(c), None) => format!("{c:.2} cores"),
+            _ => "unknown".to_string(),
+        };
+        println!(
+            "cpu: server {}; this process (clients) {}",
+            figure(cpu.server_cores, cpu.server_ms_per_mb),
+            figure(cpu.client_cores, cpu.client_ms_per_mb)
+        );
     }
 }
 
