@@ -334,3 +334,117 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "(no message)".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::PublishContext;
+    use crate::retry::RetryPolicy;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::message::Timestamp;
+    use tokio::sync::Notify;
+
+    const EVENT: &str = "test.Gated";
+
+    /// Holds offset 0 until released; notes every offset it handled.
+    struct Gated {
+        release: Arc<Notify>,
+        handled: Arc<Mutex<Vec<i64>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Dispatch for Gated {
+        fn name(&self) -> &str {
+            "gated"
+        }
+
+        async fn dispatch(&self, ctx: &EventContext, _: Option<&[u8]>) -> Result<(), Failure> {
+            if ctx.offset == 0 {
+                self.release.notified().await;
+            }
+            self.handled
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ctx.offset);
+            Ok(())
+        }
+    }
+
+    fn record(offset: i64, key: &str) -> OwnedMessage {
+        let envelope = Envelope::new(EVENT, 1, &PublishContext::default());
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            Some(key.as_bytes().to_vec()),
+            "gated".to_string(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            Some(envelope.to_headers()),
+        )
+    }
+
+    #[tokio::test]
+    async fn letting_go_finishes_the_records_waiting_below_those_done_so_the_commit_passes_them() {
+        let (release, handled) = (Arc::new(Notify::new()), Arc::new(Mutex::new(Vec::new())));
+        let gated: Arc<dyn Dispatch> = Arc::new(Gated {
+            release: Arc::clone(&release),
+            handled: Arc::clone(&handled),
+        });
+        // Never used: no record fails. Creating a producer does not connect.
+        let dlq_producer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .expect("a producer");
+        let shared = Arc::new(Shared {
+            handlers: HashMap::from([(EVENT, gated)]),
+            settings: Settings {
+                retry: RetryPolicy::default(),
+                concurrency: 2,
+                max_buffered: 100,
+                commit_interval: Duration::from_secs(1),
+                drain_timeout: Duration::from_secs(60),
+            },
+            dlq_producer,
+            routes: Routes::new(&["gated".to_string()], None),
+            metrics: None,
+        });
+        let tracker = Arc::new(Mutex::new(Tracker::default()));
+        let (records, records_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(shared, records_rx, Arc::clone(&tracker), stop_rx));
+        // Key b: 0 runs until released, 1 waits behind it. Key a: 2 and 3 run and are done.
+        for (offset, key) in [(0, "b"), (1, "b"), (2, "a"), (3, "a")] {
+            assert!(lock(&tracker).received(offset));
+            records.send(record(offset, key)).expect("the task runs");
+        }
+        let started = Instant::now();
+        while handled.lock().unwrap_or_else(PoisonError::into_inner).len() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "2 and 3 never done"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lock(&tracker).position(), Some(0));
+
+        stop.send(true).expect("the task runs");
+        release.notify_one();
+        task.await.expect("the task did not panic");
+
+        let mut handled = handled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        handled.sort_unstable();
+        assert_eq!(
+            handled,
+            [0, 1, 2, 3],
+            "1 was waiting below 3, which was done"
+        );
+        assert_eq!(
+            lock(&tracker).position(),
+            Some(4),
+            "the commit passes every record done: the next owner redoes none"
+        );
+    }
+}
