@@ -15,9 +15,15 @@
 //!   runtime subscribes to the retry topics too and holds each retry partition's records until they are
 //!   due; a record is committed past once it is stored in the next stage. Records that moved to a retry
 //!   topic no longer hold back their key's later records.
-//! - Rebalances and [`ConsumerRuntime::shutdown`]: no new records start on the partitions given up; the
-//!   handlers running finish (retries waiting for their backoff give up), what is done is committed, and
-//!   the rest is left to whoever consumes the partition next.
+//! - Rebalances and [`ConsumerRuntime::shutdown`]: on the partitions given up, the handlers running finish
+//!   (retries waiting for their backoff give up), and so do the records waiting below the highest offset
+//!   started (one attempt each), so that the commit passes every record done; no later record starts. What
+//!   is done is committed while the partition is still this member's, and the rest is left to whoever
+//!   consumes the partition next.
+//!   Lost partitions (an expired session) are drained without a commit. With the eager protocol a
+//!   rebalance revokes every partition; with the cooperative one (`partition.assignment.strategy =
+//!   cooperative-sticky`) only those that move, and the kept partitions' tasks run on untouched: see
+//!   `poll`'s `rebalance`.
 //!
 //! The Kafka consumer runs on a thread of its own (librdkafka's rebalance callback blocks while handlers
 //! drain); handlers run as tokio tasks on the runtime that called [`ConsumerBuilder::start`].

@@ -1,5 +1,13 @@
 //! The consumer's own thread: polls, routes records to partition tasks, pauses partitions that fall
 //! behind, commits, and drains partitions on revocation and shutdown.
+//!
+//! Rebalances: `Context::rebalance` serves librdkafka's rebalance callback for both protocols. Eager
+//! (`range`, `roundrobin`): every rebalance revokes everything, and the whole new assignment follows.
+//! Cooperative (`cooperative-sticky`): only the partitions that move are revoked or assigned
+//! (`incremental_unassign` / `incremental_assign`), and the kept ones run on untouched. Either way a
+//! revoked partition is drained and its done work committed *before* it is unassigned, while this member
+//! still owns it; a partition task starts on the first record of an owned partition, so an assignment
+//! creates nothing for the partitions already running.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,8 +15,9 @@ use std::sync::{mpsc as std_mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
@@ -35,6 +44,8 @@ struct Assigned {
 /// calls back from within `poll`), so the lock is never contended; it is there for `Sync`.
 struct State {
     shared: Arc<Shared>,
+    /// The consumer's `client.id`, in the rebalance logs: which member of the group gave up or took what.
+    client_id: String,
     runtime: tokio::runtime::Handle,
     partitions: Mutex<HashMap<Tp, Assigned>>,
     /// The assignment as the rebalance callbacks announced it: records of other partitions (fetched before
@@ -60,9 +71,23 @@ impl State {
         }
     }
 
-    /// Stops the partitions `which` (all if `None`), waits for their running handlers, and commits what
-    /// they finished.
-    fn drain(&self, consumer: &BaseConsumer<Context>, which: Option<&[Tp]>) {
+    /// Stops owning `partitions`: their records still queued are dropped, their tasks drained, and what
+    /// they finished committed if `commit` (not for lost partitions). Other partitions are not touched.
+    fn give_up(&self, consumer: &BaseConsumer<Context>, partitions: &[Tp], commit: bool) {
+        {
+            let mut owned = self.owned();
+            for tp in partitions {
+                owned.remove(tp);
+            }
+        }
+        self.forget_lag(partitions);
+        self.drain(consumer, Some(partitions), commit);
+    }
+
+    /// Stops the partitions `which` (all if `None`), waits for their tasks to let them go (running handlers,
+    /// and the records waiting below the highest one started: see `partition::Lanes::let_go`) up to the
+    /// drain timeout, and commits what they finished if `commit`.
+    fn drain(&self, consumer: &BaseConsumer<Context>, which: Option<&[Tp]>, commit: bool) {
         let drained: Vec<(Tp, Assigned)> = {
             let mut partitions = self.partitions();
             let keys: Vec<Tp> = match which {
@@ -90,9 +115,16 @@ impl State {
                 );
             }
         }
+        if !commit {
+            tracing::info!(
+                partitions = ?drained.iter().map(|(tp, _)| tp).collect::<Vec<_>>(),
+                "partitions given up without a commit: what their handlers finished is left to the next owner"
+            );
+            return;
+        }
         let trackers: Vec<(&Tp, &Arc<Mutex<Tracker>>)> =
             drained.iter().map(|(tp, a)| (tp, &a.tracker)).collect();
-        commit(consumer, &trackers);
+        self::commit(consumer, &trackers);
     }
 }
 
@@ -113,47 +145,85 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                let revoked: Vec<Tp> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                tracing::info!(?revoked, "partitions revoked: draining");
-                {
-                    let mut owned = self.state.owned();
-                    for tp in &revoked {
-                        owned.remove(tp);
+    /// Takes over librdkafka's rebalance callback (rdkafka's default would do the same assignment calls,
+    /// but ignores their errors and cannot tell lost partitions from revoked ones). Both protocols:
+    ///
+    /// - Eager (`range`, `roundrobin`): a revocation lists every partition, an assignment the whole new
+    ///   set; `assign` / `unassign`.
+    /// - Cooperative (`cooperative-sticky`): a revocation or an assignment lists only the partitions that
+    ///   change hands; `incremental_assign` / `incremental_unassign`. The partitions kept are not touched:
+    ///   their tasks keep running, their handlers are not waited for, their positions are not reset.
+    ///
+    /// Revoked partitions are drained (no new records, running handlers finish, what is done is committed)
+    /// before they are given up. Lost partitions (the session expired: another member may already own
+    /// them) are drained without a commit, which could overwrite the new owner's.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let partitions = elements(tpl);
+        let client_id = self.state.client_id.as_str();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                match assigned {
+                    Ok(()) => {
+                        tracing::info!(client_id, cooperative, assigned = ?partitions, "partitions assigned");
+                        self.state.owned().extend(partitions);
+                    }
+                    Err(e) => {
+                        tracing::warn!(client_id, error = %e, cooperative, assigned = ?partitions, "assignment refused");
                     }
                 }
-                self.state.forget_lag(&revoked);
-                self.state.drain(consumer, Some(&revoked));
             }
-            // Taken over in post_rebalance, once librdkafka has applied the assignment.
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => {
-                // librdkafka unassigns everything after a failed rebalance.
-                tracing::warn!(error = %e, "rebalance failed: draining every partition");
-                let lost: Vec<Tp> = self.state.owned().drain().collect();
-                self.state.forget_lag(&lost);
-                self.state.drain(consumer, None);
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                tracing::info!(client_id, cooperative, lost, revoked = ?partitions, "partitions revoked: draining");
+                self.state.give_up(consumer, &partitions, !lost);
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    tracing::warn!(client_id, error = %e, cooperative, "unassignment refused");
+                }
+            }
+            // librdkafka calls back with the two codes above only; anything else gives up what it names
+            // (everything with the eager protocol), as rdkafka's default does, without committing.
+            other => {
+                tracing::warn!(client_id, error = ?other, cooperative, partitions = ?partitions, "rebalance failed: draining");
+                let unassigned = if cooperative {
+                    self.state.give_up(consumer, &partitions, false);
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    let everything: Vec<Tp> = self.state.owned().iter().cloned().collect();
+                    self.state.give_up(consumer, &everything, false);
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    tracing::warn!(client_id, error = %e, cooperative, "unassignment refused");
+                }
             }
         }
     }
+}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let assigned: Vec<Tp> = tpl
-                .elements()
-                .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect();
-            tracing::info!(?assigned, "partitions assigned");
-            self.state.owned().extend(assigned);
-        }
-    }
+fn elements(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 /// Commits the positions of `trackers` that moved since their last commit.
@@ -197,6 +267,7 @@ pub(super) fn start(
 ) -> Result<std::thread::JoinHandle<()>, ConsumerError> {
     let state = Arc::new(State {
         shared,
+        client_id: config.get("client.id").unwrap_or("rdkafka").to_string(),
         runtime,
         partitions: Mutex::new(HashMap::new()),
         owned: Mutex::new(HashSet::new()),
@@ -237,7 +308,7 @@ fn run(consumer: &BaseConsumer<Context>, state: &State, stop: &AtomicBool) {
         }
     }
     tracing::info!("consumer shutting down: draining");
-    state.drain(consumer, None);
+    state.drain(consumer, None, true);
     let owned: Vec<Tp> = state.owned().drain().collect();
     state.forget_lag(&owned);
     consumer.unsubscribe();
