@@ -300,7 +300,8 @@ impl Drop for NerveServer {
 
 fn destination(case: &Case, target: &str) -> Destination {
     Destination {
-        name: crate::unique_topic(&format!("{target}-{}", case.name)),
+        // Kafka topic names allow [a-zA-Z0-9._-] only: a latency case's "50%" becomes "50pct".
+        name: crate::unique_topic(&format!("{target}-{}", case.name.replace('%', "pct"))),
         partitions: case.partitions,
         durability: if case.durable {
             Durability::Durable
@@ -1304,6 +1305,13 @@ mod tests {
         assert_eq!(half.rate, Rate::Fixed(15_000.0));
         assert_eq!(half.name, "1KiB-p1-durable-50%");
         assert_eq!(half.base(), case.base());
+        let topic = destination(&half, "nerve").name;
+        assert!(
+            topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')),
+            "{topic} is not a valid Kafka topic name"
+        );
     }
 
     #[test]
