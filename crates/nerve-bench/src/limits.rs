@@ -134,6 +134,71 @@ fn small_sync_writes(dir: &Path, time: Duration) -> Result<SyncWrites> {
     })
 }
 
+/// The disk's own latency floor for durable appends at a given byte rate, open loop: every millisecond the
+/// bytes that fell due since the last write are appended and `fdatasync`'d, and each millisecond's bytes
+/// count from the moment they fell due to the end of the sync that covered them (a sync that runs long makes
+/// the next write bigger and later, as with a log's group commit). No broker can acknowledge a durable record
+/// sooner on this disk at this rate.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct PacedSync {
+    pub(crate) mb_per_s: f64,
+    pub(crate) syncs: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
+pub(crate) fn paced_sync_writes(dir: &Path, mb_per_s: f64, time: Duration) -> Result<PacedSync> {
+    const TICK_NS: u64 = 1_000_000;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("nerve-bench-paced-")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a scratch directory in {}", dir.display()))?;
+    settle();
+    let mut file = File::create(scratch.path().join("paced.bin")).context("creating the file")?;
+    let bytes_per_ns = mb_per_s.max(0.001) * 1e6 / 1e9;
+    let buffer = pseudo_random(CHUNK, 11);
+    let mut latency = crate::workload::histogram();
+    let start = Instant::now();
+    let end = time.as_nanos() as u64;
+    // The first tick whose bytes are not written yet.
+    let mut next_tick = 0u64;
+    let mut syncs = 0u64;
+    while next_tick * TICK_NS < end {
+        let now = start.elapsed().as_nanos() as u64;
+        let due_ticks = (now / TICK_NS).min(end / TICK_NS);
+        if due_ticks <= next_tick {
+            std::thread::sleep(Duration::from_nanos((next_tick + 1) * TICK_NS - now));
+            continue;
+        }
+        let from = (next_tick as f64 * TICK_NS as f64 * bytes_per_ns) as u64;
+        let to = (due_ticks as f64 * TICK_NS as f64 * bytes_per_ns) as u64;
+        let mut left = (to - from) as usize;
+        while left > 0 {
+            let n = left.min(buffer.len());
+            file.write_all(&buffer[..n]).context("writing")?;
+            left -= n;
+        }
+        file.sync_data().context("fdatasync")?;
+        syncs += 1;
+        let done = start.elapsed().as_nanos() as u64;
+        for tick in next_tick..due_ticks {
+            // A tick's bytes are due at its end.
+            latency.saturating_record(done.saturating_sub((tick + 1) * TICK_NS));
+        }
+        next_tick = due_ticks;
+    }
+    let ms = |ns: u64| ns as f64 / 1e6;
+    Ok(PacedSync {
+        mb_per_s,
+        syncs,
+        p50_ms: ms(latency.value_at_quantile(0.5)),
+        p99_ms: ms(latency.value_at_quantile(0.99)),
+        max_ms: ms(latency.max()),
+    })
+}
+
 /// Seconds to move `bytes` over one loopback TCP connection, until the receiver has read them all.
 fn loopback(bytes: u64, buffer: &[u8]) -> Result<f64> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback port")?;

@@ -458,7 +458,8 @@ pub(crate) async fn run(
         }));
     }
 
-    let cpu_start = CpuMark::now(target.server_pid());
+    let server_pid = target.server_pid_for(destination);
+    let cpu_start = CpuMark::now(server_pid);
     let mut producer_tasks = Vec::new();
     for (index, (producer, acks)) in producers.into_iter().enumerate() {
         let workload = workload.clone();
@@ -478,7 +479,7 @@ pub(crate) async fn run(
     }
     let drain_s = produced_at.elapsed().as_secs_f64();
     let acked_mb = acked as f64 * workload.record_bytes as f64 / 1e6;
-    let cpu = CpuMark::now(target.server_pid()).since(&cpu_start, acked_mb);
+    let cpu = CpuMark::now(server_pid).since(&cpu_start, acked_mb);
     stop.store(true, Ordering::Release);
     let mut consumed = Vec::new();
     for task in consumer_tasks {
@@ -496,7 +497,7 @@ pub(crate) async fn run(
         &results,
         &consumed,
         drain_s,
-        target.server_pid().and_then(proc_info::rss_bytes),
+        server_pid.and_then(proc_info::rss_bytes),
     )
     .with_cpu(cpu))
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cluster, eventually, receive, unique, Cluster, PATIENCE};
+use common::{cluster, eventually, receive, registry, unique, Cluster, PATIENCE};
 use nerve_sdk::codec::{split_framed, CodecError};
 use nerve_sdk::envelope::{Envelope, PublishContext};
 use nerve_sdk::{
@@ -55,15 +55,6 @@ impl<E: Event> Handler<E> for Collect<E> {
         let _ = self.0.send(event);
         Ok(())
     }
-}
-
-/// The registry's URL, or `None` (the test is skipped) when testing against a cluster without one.
-fn registry_url(cluster: &Cluster) -> Option<String> {
-    let url = cluster.registry_url.clone();
-    if url.is_none() {
-        eprintln!("skipped: NERVE_TEST_BOOTSTRAP is set without NERVE_TEST_REGISTRY_URL");
-    }
-    url
 }
 
 /// GETs `url` and reads the answer as JSON.
@@ -122,9 +113,7 @@ async fn publish_all<E: Event, C: Codec>(publisher: &Publisher<C>, events: &[E])
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_schema_is_registered_once_and_every_value_carries_its_id() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("prices");
     cluster.create_topic(&topic, 1).await;
     let registry = RegistryClient::new(&registry_url).expect("registry client");
@@ -232,9 +221,7 @@ fn stock(i: i64) -> StockCounted {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn avro_events_round_trip_as_datums_of_the_registered_schema() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("stock");
     cluster.create_topic(&topic, 1).await;
     let registry = RegistryClient::new(&registry_url).expect("registry client");
@@ -366,9 +353,7 @@ impl Event for PriceSetV2 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn avro_readers_resolve_older_and_newer_writers_to_their_own_schema() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("price-set");
     cluster.create_topic(&topic, 1).await;
     let registry = RegistryClient::new(&registry_url).expect("registry client");
@@ -424,9 +409,7 @@ async fn avro_readers_resolve_older_and_newer_writers_to_their_own_schema() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_after_a_valid_header_is_a_permanent_decode_error() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("garbage");
     let registry = RegistryClient::new(&registry_url).expect("registry client");
 
@@ -497,9 +480,7 @@ async fn garbage_after_a_valid_header_is_a_permanent_decode_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_runtime_dead_letters_an_undecodable_avro_record() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("stock-poison");
     cluster.create_topic(&topic, 1).await;
     let registry = RegistryClient::new(&registry_url).expect("registry client");
@@ -565,9 +546,7 @@ async fn the_runtime_dead_letters_an_undecodable_avro_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_id_of_another_schema_type_is_refused() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("mixed");
     let registry = RegistryClient::new(&registry_url).expect("registry client");
     let json_value = JsonRegistryCodec::new(registry.clone())
@@ -674,9 +653,7 @@ fn order(i: u64) -> OrderPlaced {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn protobuf_events_round_trip_as_messages_of_the_registered_schema() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("orders");
     cluster.create_topic(&topic, 1).await;
     let registry = RegistryClient::new(&registry_url).expect("registry client");
@@ -773,9 +750,7 @@ impl Event for AddressChanged {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nested_protobuf_message_is_named_by_its_index_path() {
     let cluster = cluster();
-    let Some(registry_url) = registry_url(&cluster) else {
-        return;
-    };
+    let (registry_url, _registry) = registry(&cluster);
     let topic = unique("addresses");
     let registry = RegistryClient::new(&registry_url).expect("registry client");
     let codec = ProtobufRegistryCodec::new(registry);

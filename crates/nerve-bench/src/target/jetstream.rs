@@ -77,7 +77,7 @@ impl JetStreamTarget {
 
     fn sync_setting(&self) -> &'static str {
         if self.sync_always {
-            "always (the operator's word: --nats-sync-always)"
+            "always (a server compare started so, or the operator's word: --nats-sync-always)"
         } else {
             "the server's default: 2m"
         }

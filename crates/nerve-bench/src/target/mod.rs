@@ -305,6 +305,12 @@ pub(crate) trait Target: Send + Sync {
     /// The process id of the server, when known (started by the benchmark, given with `--server-pid`, or
     /// found by its listening port): its resident memory is read from `/proc/<pid>/status`.
     fn server_pid(&self) -> Option<u32>;
+
+    /// The process that serves `destination`: the same as [`Target::server_pid`] unless the target spreads
+    /// destinations over several servers. A run's CPU and memory readings are this process's.
+    fn server_pid_for(&self, _destination: &Destination) -> Option<u32> {
+        self.server_pid()
+    }
 }
 
 /// One record to send: an optional key and the payload (the workload's header, then filler). Borrowed: the

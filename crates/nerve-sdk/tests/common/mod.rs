@@ -58,11 +58,16 @@ pub fn cluster() -> Cluster {
             _dir: None,
         };
     }
+    start_nerve()
+}
+
+/// A `nerve serve` of the test's own.
+fn start_nerve() -> Cluster {
     let bin = nerve_bin();
     assert!(
         bin.is_file(),
         "the nerve binary is missing at {}: build it first (`cargo build -p nerve`), point NERVE_BIN at \
-         one, or set NERVE_TEST_BOOTSTRAP to test against a running cluster",
+         one, or set NERVE_TEST_BOOTSTRAP (and NERVE_TEST_REGISTRY_URL) to test against a running cluster",
         bin.display()
     );
     // A free port can be taken between asking for it and nerve binding it (by another test's broker, or
@@ -73,6 +78,22 @@ pub fn cluster() -> Cluster {
         }
     }
     panic!("nerve exited before accepting connections, five times (see its log above)");
+}
+
+/// The schema registry for `cluster`'s tests: its own (`NERVE_TEST_REGISTRY_URL` beside
+/// `NERVE_TEST_BOOTSTRAP`, or the registry of the `nerve serve` the test started), or else a `nerve serve`
+/// started for its registry alone, next to the broker under test (returned, so that it lives as long as the
+/// test). A registry is independent of the brokers whose records name its schema ids.
+pub fn registry(cluster: &Cluster) -> (String, Option<Cluster>) {
+    if let Some(url) = &cluster.registry_url {
+        return (url.clone(), None);
+    }
+    let nerve = start_nerve();
+    let url = nerve
+        .registry_url
+        .clone()
+        .expect("a nerve serve started here has a registry");
+    (url, Some(nerve))
 }
 
 /// Starts `nerve serve` on free ports; `None` if it exited before accepting connections.
