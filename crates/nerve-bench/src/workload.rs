@@ -344,13 +344,9 @@ impl Clock {
 
 struct ProducerResult {
     sent: u64,
-    acked: u64,
-    acked_in_window: u64,
-    acked_bits: Bits,
-    errors: u64,
-    first_error: Option<String>,
-    ack_latency: Histogram<u64>,
     max_lag_ns: u64,
+    /// What the acknowledgements said, as `ProducerAcks` collected them.
+    acks: AckState,
 }
 
 struct ConsumerResult {
@@ -472,7 +468,7 @@ pub(crate) async fn run(
         results.push(task.await.context("a producer task panicked")??);
     }
     let produced_at = Instant::now();
-    let acked: u64 = results.iter().map(|r| r.acked).sum();
+    let acked: u64 = results.iter().map(|r| r.acks.acked).sum();
     let drain_deadline = produced_at + workload.drain_timeout;
     while consumed_total.load(Ordering::Acquire) < acked && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -531,18 +527,18 @@ fn report(
     let mut lost = 0;
     let mut received_unacked = 0;
     for (p, s) in producers.iter().zip(&seen) {
-        ack.add(&p.ack_latency)
+        ack.add(&p.acks.ack_latency)
             .expect("histograms with the same bounds merge");
-        lost += p.acked_bits.minus(s);
-        received_unacked += s.minus(&p.acked_bits);
+        lost += p.acks.acked_bits.minus(s);
+        received_unacked += s.minus(&p.acks.acked_bits);
     }
-    let first_error = producers.iter().find_map(|p| p.first_error.clone());
+    let first_error = producers.iter().find_map(|p| p.acks.first_error.clone());
     RunReport {
         target,
         destination: destination.clone(),
         workload: workload.clone(),
         produce: Throughput::new(
-            producers.iter().map(|p| p.acked_in_window).sum(),
+            producers.iter().map(|p| p.acks.acked_in_window).sum(),
             workload.record_bytes,
             workload.duration,
         ),
@@ -552,8 +548,8 @@ fn report(
         max_send_lag_ms: producers.iter().map(|p| p.max_lag_ns).max().unwrap_or(0) as f64 / 1e6,
         check: Check {
             sent: producers.iter().map(|p| p.sent).sum(),
-            acked: producers.iter().map(|p| p.acked).sum(),
-            send_errors: producers.iter().map(|p| p.errors).sum(),
+            acked: producers.iter().map(|p| p.acks.acked).sum(),
+            send_errors: producers.iter().map(|p| p.acks.errors).sum(),
             first_error,
             consumed,
             consumed_unique: seen.iter().map(Bits::count).sum(),
@@ -714,23 +710,17 @@ async fn produce(
     let flushed = producer.flush(FLUSH_TIMEOUT).await;
     // The client is done with the sink; what it reported is final.
     drop(producer);
-    let state = std::mem::take(&mut *acks.lock());
     let mut result = ProducerResult {
         sent,
-        acked: state.acked,
-        acked_in_window: state.acked_in_window,
-        acked_bits: state.acked_bits,
-        errors: state.errors,
-        first_error: state.first_error,
-        ack_latency: state.ack_latency,
         max_lag_ns,
+        acks: std::mem::take(&mut *acks.lock()),
     };
     if let Some(e) = send_error {
-        result.errors += 1;
-        result.first_error.get_or_insert(e);
+        result.acks.errors += 1;
+        result.acks.first_error.get_or_insert(e);
     }
     if let Err(e) = flushed {
-        result.first_error.get_or_insert(e.to_string());
+        result.acks.first_error.get_or_insert(e.to_string());
     }
     Ok(result)
 }

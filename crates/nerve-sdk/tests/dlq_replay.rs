@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{cluster, nerve_bin, receive, unique};
+use common::{cluster, nerve, receive, unique};
 use nerve_sdk::{
     dlq, ConsumerBuilder, Event, EventContext, Handler, HandlerError, JsonCodec, Publisher,
 };
@@ -49,20 +47,6 @@ impl Handler<PaymentReceived> for Ledger {
     fn name(&self) -> String {
         format!("ledger-v{}", if self.books_refunds { 2 } else { 1 })
     }
-}
-
-fn nerve(bootstrap: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(nerve_bin())
-        .args(args)
-        .arg("--bootstrap")
-        .arg(bootstrap)
-        .output()
-        .expect("nerve runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn payment(account: &str, amount_cents: i64) -> PaymentReceived {

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{cluster, eventually, nerve_bin, receive, unique, Cluster, Record, PATIENCE};
+use common::{cluster, eventually, nerve, receive, unique, Cluster, Record, PATIENCE};
 use nerve_sdk::retry_topic::{self, retry_topic, RetryTopics};
 use nerve_sdk::{
     dlq, envelope, ConsumerBuilder, ConsumerRuntime, Event, EventContext, Handler, HandlerError,
@@ -388,20 +387,6 @@ async fn a_retried_event_is_not_handled_before_it_is_due() {
             "due after the failure that forwarded it"
         );
     }
-}
-
-fn nerve(bootstrap: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(nerve_bin())
-        .args(args)
-        .arg("--bootstrap")
-        .arg(bootstrap)
-        .output()
-        .expect("nerve runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

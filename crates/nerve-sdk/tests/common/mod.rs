@@ -48,6 +48,21 @@ pub fn nerve_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/nerve")
 }
 
+/// Runs the `nerve` CLI against `bootstrap`: whether it succeeded, its stdout and its stderr.
+pub fn nerve(bootstrap: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(nerve_bin())
+        .args(args)
+        .arg("--bootstrap")
+        .arg(bootstrap)
+        .output()
+        .expect("nerve runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The cluster to test against.
 pub fn cluster() -> Cluster {
     if let Ok(bootstrap) = std::env::var("NERVE_TEST_BOOTSTRAP") {
