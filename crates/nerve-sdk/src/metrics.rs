@@ -14,6 +14,8 @@
 //! | `nerve_sdk_events_published_total`      | counter   | topic, event_type                  |
 //! | `nerve_sdk_publish_errors_total`        | counter   | topic, event_type                  |
 //! | `nerve_sdk_consumer_lag`                | gauge     | topic, partition                   |
+//! | `nerve_sdk_outbox_relayed_rows_total`   | counter   | table                              |
+//! | `nerve_sdk_outbox_batch_failures_total` | counter   | table                              |
 //!
 //! `kind` is `transient`, `permanent` or `panic`. A failed attempt counts in `failed`; one that is tried
 //! again, in place or by moving the record to a retry topic, also in `retried`. The duration histogram has one observation per attempt, failed or not. A
@@ -61,6 +63,11 @@ struct PublishLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     topic: String,
     partition: i32,
@@ -80,6 +87,8 @@ struct Families {
     published: Family<PublishLabels, Counter>,
     publish_errors: Family<PublishLabels, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
+    outbox_relayed: Family<TableLabels, Counter>,
+    outbox_failures: Family<TableLabels, Counter>,
 }
 
 /// The SDK's metric families, registered in a service's registry. Cheap to clone: clones share the
@@ -108,6 +117,8 @@ impl SdkMetrics {
             published: Family::default(),
             publish_errors: Family::default(),
             consumer_lag: Family::default(),
+            outbox_relayed: Family::default(),
+            outbox_failures: Family::default(),
         };
         registry.register(
             "nerve_sdk_events_handled",
@@ -150,9 +161,40 @@ impl SdkMetrics {
             "Records behind the high watermark, per assigned partition, as the consumer last saw it",
             families.consumer_lag.clone(),
         );
+        registry.register(
+            "nerve_sdk_outbox_relayed_rows",
+            "Outbox rows the relay published and marked sent",
+            families.outbox_relayed.clone(),
+        );
+        registry.register(
+            "nerve_sdk_outbox_batch_failures",
+            "Outbox batches the relay could not publish or mark sent (their rows go out with a later batch)",
+            families.outbox_failures.clone(),
+        );
         SdkMetrics {
             families: Arc::new(families),
         }
+    }
+
+    /// Counts a relayed outbox batch of `rows` rows from `table`.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn outbox_relayed(&self, table: &str, rows: usize) {
+        let labels = TableLabels {
+            table: table.to_string(),
+        };
+        self.families
+            .outbox_relayed
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+    }
+
+    /// Counts an outbox batch from `table` that failed.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn outbox_failed(&self, table: &str) {
+        let labels = TableLabels {
+            table: table.to_string(),
+        };
+        self.families.outbox_failures.get_or_create(&labels).inc();
     }
 }
 

@@ -48,6 +48,7 @@ use uuid::Uuid;
 
 use crate::codec::{Codec, CodecError};
 use crate::envelope::{Envelope, PublishContext};
+use crate::metrics::SdkMetrics;
 use crate::sql::{InvalidTableName, TableName};
 use crate::{trace_context, Event};
 
@@ -217,6 +218,7 @@ pub struct OutboxRelay {
     producer: FutureProducer,
     batch_size: i64,
     poll_interval: Duration,
+    metrics: Option<SdkMetrics>,
 }
 
 impl std::fmt::Debug for OutboxRelay {
@@ -250,7 +252,15 @@ impl OutboxRelay {
             producer,
             batch_size: 100,
             poll_interval: Duration::from_millis(100),
+            metrics: None,
         })
+    }
+
+    /// Counts relayed rows and failed batches in `metrics` (`nerve_sdk_outbox_*`, by table), for batches
+    /// relayed with [`OutboxRelay::relay_once`] or [`OutboxRelay::run`].
+    pub fn with_metrics(mut self, metrics: SdkMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The same for table `table` (`name` or `schema.name`).
@@ -336,10 +346,23 @@ impl OutboxRelay {
     /// Publishes one batch and marks it sent; returns how many rows it had (0: nothing to do, or another
     /// relay is working).
     pub async fn relay_once(&self, client: &mut Client) -> Result<usize, OutboxError> {
-        match self.claim(client).await? {
-            Some(batch) => batch.publish().await?.mark_sent().await,
-            None => Ok(0),
+        let relayed = match self.claim(client).await {
+            Ok(Some(batch)) => match batch.publish().await {
+                Ok(published) => published.mark_sent().await,
+                Err(e) => Err(e),
+            },
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        };
+        if let Some(metrics) = &self.metrics {
+            let table = self.table.to_string();
+            match &relayed {
+                Ok(0) => {}
+                Ok(rows) => metrics.outbox_relayed(&table, *rows),
+                Err(_) => metrics.outbox_failed(&table),
+            }
         }
+        relayed
     }
 
     /// Relays batches until `shutdown` completes; looks again every poll interval when the outbox is

@@ -357,6 +357,63 @@ async fn the_outbox_records_the_trace_of_the_enqueueing_span() {
     assert_eq!(enqueue_span.span_kind, SpanKind::Producer);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_outbox_relay_counts_relayed_rows_and_failed_batches() {
+    let cluster = cluster();
+    let topic = unique("measured-outbox");
+    cluster.create_topic(&topic, 1).await;
+    let schema = common::pg::Schema::create().await;
+    let table = schema.table("outbox");
+    let mut registry = Registry::default();
+    let metrics = SdkMetrics::register(&mut registry);
+    let outbox = Outbox::new(JsonCodec).with_table(&table).expect("a name");
+    let relay = OutboxRelay::new(&cluster.config())
+        .expect("relay")
+        .with_table(&table)
+        .expect("a name")
+        .with_metrics(metrics);
+    let mut client = common::pg::connect().await;
+    outbox.ensure_schema(&client).await.expect("outbox table");
+
+    let tx = client.transaction().await.expect("transaction");
+    for n in 0..3 {
+        let event = order(&format!("o-{n}"), Fate::Succeed);
+        outbox.enqueue(&tx, &topic, &event).await.expect("enqueued");
+    }
+    tx.commit().await.expect("committed");
+    assert_eq!(relay.relay_once(&mut client).await.expect("relayed"), 3);
+    assert_eq!(
+        relay.relay_once(&mut client).await.expect("nothing left"),
+        0
+    );
+    // A batch that cannot even be claimed: its table is gone.
+    client
+        .batch_execute(&format!("DROP TABLE {table}"))
+        .await
+        .expect("dropped");
+    assert!(relay.relay_once(&mut client).await.is_err());
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoded");
+    let labels = format!("{{table=\"{table}\"}}");
+    assert_eq!(
+        value(
+            &text,
+            &format!("nerve_sdk_outbox_relayed_rows_total{labels}")
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("nerve_sdk_outbox_batch_failures_total{labels}")
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 /// Does what each order's fate says; reports successes.
 struct Fated {
     handled: mpsc::UnboundedSender<String>,
